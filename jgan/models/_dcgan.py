@@ -1,0 +1,160 @@
+"""DCGAN generator and discriminator for 28x28, 32x32 and 64x64 images.
+
+The networks follow the architecture guidelines of Radford et al.:
+
+- no pooling: the discriminator downsamples with strided convolutions and the
+  generator upsamples with fractionally-strided (transposed) convolutions;
+- BatchNorm in both networks, except on the generator's output layer and the
+  discriminator's input layer;
+- no fully connected hidden layers: the generator's first layer projects the
+  latent vector (a matrix multiplication) and reshapes it into a small feature
+  map, and the discriminator's last layer is a convolution covering its whole
+  final feature map, which gives one logit per example;
+- ReLU in the generator with a tanh output, LeakyReLU(0.2) in the discriminator;
+- weights drawn from N(0, 0.02) and BatchNorm scales from N(1, 0.02).
+
+Layer plans (spatial size and channels, ``f = features``):
+
+- 64x64: G 4 (8f) -> 8 (4f) -> 16 (2f) -> 32 (f) -> 64 (channels);
+  D 64 -> 32 (f) -> 16 (2f) -> 8 (4f) -> 4 (8f) -> logit.
+- 32x32: G 4 (4f) -> 8 (2f) -> 16 (f) -> 32 (channels);
+  D 32 -> 16 (f) -> 8 (2f) -> 4 (4f) -> logit.
+- 28x28: G 7 (2f) -> 14 (f) -> 28 (channels);
+  D 28 -> 14 (f) -> 7 (2f) -> logit.
+
+Both networks carry BatchNorm statistics, so they use the stateful apply
+convention (``make_apply(module, stateful=True)``); ``train=True`` normalises
+with batch statistics and updates the running averages, ``train=False`` uses
+the running averages.
+
+References:
+    Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
+    Convolutional Generative Adversarial Networks", ICLR 2016, sec. 3
+    (architecture guidelines) and sec. 4 (training details: N(0, 0.02) init,
+    LeakyReLU slope 0.2).
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+_KERNEL_INIT = nn.initializers.lecun_normal()
+_LEAKY_SLOPE = 0.2
+# Spatial size of the projected latent feature map, and how many times the
+# generator doubles it, for each supported image size.
+_GENERATOR_PLANS = {64: (4, 4), 32: (4, 3), 28: (7, 2)}
+
+
+def _batch_norm_scale_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
+    """Draws BatchNorm scales from N(1, 0.02) (Radford et al., sec. 4)."""
+    return 1.0 + 0.02 * jax.random.normal(key, shape, dtype)
+
+
+def _batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn.BatchNorm:
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=1e-5,
+        scale_init=_batch_norm_scale_init,
+        axis_name=axis_name,
+    )
+
+
+class DCGANGenerator(nn.Module):
+    """The DCGAN generator ``z -> image``.
+
+    Attributes:
+        image_size: the output height and width, one of 28, 32 and 64.
+        channels: the output channels (1 for MNIST, 3 for colour images).
+        features: the channel count of the last hidden layer; earlier layers
+            have 2, 4 and 8 times as many (the paper's 64x64 model uses 128,
+            i.e. 1024 channels in the 4x4 map; PyTorch's example uses 64).
+        momentum: BatchNorm momentum of the running averages (0.9 is
+            PyTorch's 0.1 in flax's convention).
+        axis_name: if set, BatchNorm statistics are averaged over this mapped
+            axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+    """
+
+    image_size: int
+    channels: int = 3
+    features: int = 64
+    momentum: float = 0.9
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
+        """Maps latents to images.
+
+        Args:
+            x: latents ``[batch, latent_dim]``.
+            train: normalise with batch statistics and update the running
+                averages (``True``) or use the running averages (``False``).
+
+        Returns:
+            images ``[batch, image_size, image_size, channels]`` in [-1, 1].
+
+        Raises:
+            ValueError: if ``image_size`` is not 28, 32 or 64.
+        """
+        if self.image_size not in _GENERATOR_PLANS:
+            raise ValueError(f"image_size must be one of {sorted(_GENERATOR_PLANS)}, got {self.image_size}.")
+        start, doublings = _GENERATOR_PLANS[self.image_size]
+        width = self.features * 2 ** (doublings - 1)
+        # Project and reshape: one matrix multiplication into a start x start map.
+        x = nn.Dense(start * start * width, use_bias=False, kernel_init=_KERNEL_INIT, name="project")(x)
+        x = jnp.reshape(x, (x.shape[0], start, start, width))
+        x = nn.relu(_batch_norm(train, self.momentum, self.axis_name)(x))
+        for _ in range(doublings - 1):
+            width //= 2
+            x = nn.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT)(x)
+            x = nn.relu(_batch_norm(train, self.momentum, self.axis_name)(x))
+        x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+        return jnp.tanh(x)
+
+
+class DCGANDiscriminator(nn.Module):
+    """The DCGAN discriminator ``image -> logit``.
+
+    The number of layers follows the input: stride-2 convolutions halve the
+    spatial size while it exceeds 7 (64 -> 4, 32 -> 4, 28 -> 7), then a
+    convolution covering the whole remaining map gives one logit. Channels are
+    not fixed, so a PacGAN-packed batch (``pack * channels`` channels) is
+    accepted.
+
+    Attributes:
+        features: the channel count of the first layer; each later layer
+            doubles it.
+        momentum: BatchNorm momentum of the running averages.
+        axis_name: if set, BatchNorm statistics are averaged over this mapped
+            axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+    """
+
+    features: int = 64
+    momentum: float = 0.9
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
+        """Scores a batch of images.
+
+        Args:
+            x: images ``[batch, height, width, channels]``, e.g. 28x28, 32x32
+                or 64x64 with any channel count.
+            train: normalise with batch statistics and update the running
+                averages (``True``) or use the running averages (``False``).
+
+        Returns:
+            logits ``[batch]``.
+        """
+        width = self.features
+        # The input layer has no BatchNorm.
+        x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+        x = nn.leaky_relu(x, _LEAKY_SLOPE)
+        while max(x.shape[1:3]) > 7:
+            width *= 2
+            x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT)(x)
+            x = nn.leaky_relu(_batch_norm(train, self.momentum, self.axis_name)(x), _LEAKY_SLOPE)
+        x = nn.Conv(1, x.shape[1:3], padding="VALID", kernel_init=_KERNEL_INIT, name="logit")(x)
+        return jnp.reshape(x, (x.shape[0],))

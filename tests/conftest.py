@@ -1,0 +1,24 @@
+"""Test configuration shared by every test file.
+
+Eight host devices are forced on the CPU *before* JAX initialises its backend,
+so that the multi-device tests (tests/test_multidevice.py) can run in the same
+pytest process as everything else. Single-device code is unaffected: arrays
+live on device 0 unless a test asks otherwise.
+"""
+
+import os
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+_flag = "--xla_force_host_platform_device_count=8"
+if _flag not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _flag).strip()
+
+import jax  # noqa: E402  (must come after XLA_FLAGS is set)
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def x64():
+    """Runs the test body with 64-bit floats enabled (for closed-form checks)."""
+    with jax.enable_x64(True):
+        yield
