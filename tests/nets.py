@@ -5,11 +5,20 @@ import jax.numpy as jnp
 
 
 def mlp_init(key, sizes, dtype=jnp.float32):
-    """Parameters of an MLP with layer widths ``sizes`` (a list of (w, b) pairs)."""
+    """Parameters of an MLP with layer widths ``sizes`` (a list of (w, b) pairs).
+
+    Biases are random (U(±1/√fan_in), as PyTorch initialises them): with zero
+    biases a ReLU-family critic is positively homogeneous, and on 1-D data of
+    one sign the bias gradients of the real and fake terms cancel exactly, so
+    a WGAN critic stays f(x) = c·x forever.
+    """
     params = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = jax.random.normal(jax.random.fold_in(key, i), (fan_in, fan_out), dtype)
-        params.append((w / jnp.sqrt(fan_in).astype(dtype), jnp.zeros(fan_out, dtype)))
+        k_w, k_b = jax.random.split(jax.random.fold_in(key, i))
+        bound = 1.0 / jnp.sqrt(fan_in).astype(dtype)
+        w = jax.random.normal(k_w, (fan_in, fan_out), dtype) * bound
+        b = jax.random.uniform(k_b, (fan_out,), dtype, -bound, bound)
+        params.append((w, b))
     return params
 
 

@@ -69,20 +69,29 @@ def _equations(jaxpr):
                     yield from _equations(item.jaxpr)
 
 
-def _primitives(fn, *args):
+def _equations_of(fn, *args):
     jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
     return list(_equations(jaxpr))
 
 
 def _layer_sequence(module, shape):
-    """The class names of the submodules ``module`` calls, in call order."""
+    """The class names of the submodules ``module`` calls, in call order.
+
+    Linear layers (``Dense``, ``Conv``, ``ConvTranspose``) that have a bias are
+    marked ``+bias``.
+    """
     params, state = _abstract(module, shape)
     calls = []
 
     def interceptor(next_fun, args, kw, context):
-        if context.method_name == "__call__" and type(context.module) is not type(module):
-            calls.append(type(context.module).__name__)
-        return next_fun(*args, **kw)
+        out = next_fun(*args, **kw)
+        layer = context.module
+        if context.method_name == "__call__" and type(layer) is not type(module):
+            name = type(layer).__name__
+            if not isinstance(layer, nn.BatchNorm) and "bias" in layer.variables["params"]:
+                name += "+bias"
+            calls.append(name)
+        return out
 
     with nn.intercept_methods(interceptor):
         apply = models.make_apply(module, stateful=True)
@@ -154,7 +163,7 @@ def test_generator_upsamples_with_transposed_convolutions_only(size):
     generator = models.DCGANGenerator(image_size=size, channels=3, features=FEATURES)
     params, state = _abstract(generator, (1, LATENT))
     z = jax.ShapeDtypeStruct((4, LATENT), jnp.float32)
-    eqns = _primitives(models.make_apply(generator, stateful=True), params, state, z)
+    eqns = _equations_of(models.make_apply(generator, stateful=True), params, state, z)
     names = {eqn.primitive.name for eqn in eqns}
     assert not any("reduce_window" in name for name in names), names  # no pooling
     convs = [eqn for eqn in eqns if eqn.primitive.name == "conv_general_dilated"]
@@ -171,7 +180,7 @@ def test_discriminator_downsamples_with_strided_convolutions_only(size):
     discriminator = models.DCGANDiscriminator(features=FEATURES)
     x = jax.ShapeDtypeStruct((4, size, size, 3), jnp.float32)
     params, state = _abstract(discriminator, x.shape)
-    eqns = _primitives(models.make_apply(discriminator, stateful=True), params, state, x)
+    eqns = _equations_of(models.make_apply(discriminator, stateful=True), params, state, x)
     names = {eqn.primitive.name for eqn in eqns}
     assert not any("reduce_window" in name for name in names), names  # no pooling
     convs = [eqn for eqn in eqns if eqn.primitive.name == "conv_general_dilated"]
@@ -189,16 +198,17 @@ def test_discriminator_downsamples_with_strided_convolutions_only(size):
 
 @pytest.mark.parametrize("size", SIZES)
 def test_batch_norm_placement(size):
-    """BatchNorm follows every hidden layer; not G's output layer nor D's input layer."""
+    """BatchNorm follows every hidden layer, not G's output layer nor D's input
+    layer; a layer followed by BatchNorm has no (redundant) bias."""
     generator = models.DCGANGenerator(image_size=size, channels=3, features=FEATURES)
     g_layers = _layer_sequence(generator, (2, LATENT))
     hidden = len(G_PLANS[size]) - 2
-    assert g_layers == ["Dense", "BatchNorm"] + ["ConvTranspose", "BatchNorm"] * hidden + ["ConvTranspose"]
+    assert g_layers == ["Dense", "BatchNorm"] + ["ConvTranspose", "BatchNorm"] * hidden + ["ConvTranspose+bias"]
 
     discriminator = models.DCGANDiscriminator(features=FEATURES)
     d_layers = _layer_sequence(discriminator, (2, size, size, 3))
     hidden = len(D_PLANS[size]) - 2
-    assert d_layers == ["Conv"] + ["Conv", "BatchNorm"] * hidden + ["Conv"]
+    assert d_layers == ["Conv+bias"] + ["Conv", "BatchNorm"] * hidden + ["Conv+bias"]
 
 
 def test_discriminator_uses_leaky_relu_with_slope_0_2():
@@ -261,6 +271,21 @@ def test_generator_batch_norm_statistics_update_in_train_mode_only():
         assert not np.allclose(old, new)
     _, after_eval = jax.jit(models.make_apply(generator, stateful=True, train=False))(params, after_train, z)
     chex.assert_trees_all_equal(after_eval, after_train)
+
+
+def test_running_averages_match_numpy_with_momentum_0_9():
+    """The first BatchNorm of G sees ``z @ W`` reshaped to 7x7 maps; after one
+    train call its running averages are 0.9 * init + 0.1 * batch statistics."""
+    generator = models.DCGANGenerator(image_size=28, channels=1, features=FEATURES)
+    params, state = _init(generator, jnp.zeros((1, LATENT)))
+    z = np.asarray(_latents(jax.random.key(4), batch=8)) + 0.5
+    _, new_state = jax.jit(models.make_apply(generator, stateful=True))(params, state, z)
+
+    h = z.astype(np.float64) @ np.asarray(params["project"]["kernel"], np.float64)
+    h = h.reshape(8, 7, 7, 2 * FEATURES)
+    stats = new_state["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], 0.1 * h.mean(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], 0.9 + 0.1 * h.var(axis=(0, 1, 2)), rtol=1e-4, atol=1e-6)
 
 
 def test_train_and_eval_outputs_differ_then_agree_when_statistics_converge():

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-_KERNEL_INIT = nn.initializers.lecun_normal()
+_KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 _LEAKY_SLOPE = 0.2
 # Spatial size of the projected latent feature map, and how many times the
 # generator doubles it, for each supported image size.
