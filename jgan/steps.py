@@ -235,7 +235,9 @@ def check_finite(metrics: dict[str, Any], *, step: int | None = None) -> None:
         shown = {k: values[k].tolist() for k in values}
         raise NonFiniteError(
             f"Non-finite training{where}: {', '.join(bad)}. Metrics: {shown}. Lower"
-            " the learning rates, add a gradient penalty, or check the data."
+            " the learning rates, add a gradient penalty, or check the data; with"
+            " unroll_steps > 0 and Adam, give Adam eps_root > 0 (the derivative of"
+            " its square root is infinite where a gradient entry is exactly 0)."
         )
 
 
@@ -334,9 +336,13 @@ def make_train_step(
       d_steps: k, discriminator updates per generator update (n_critic).
         ``batch`` is either one real batch ``[batch, ...]`` used by all k, or k
         slices ``[k, batch, ...]``, one per discriminator update.
-      unroll_steps: K >= 0; the generator's loss is taken on the discriminator
-        after K differentiable updates (Metz et al. 2016). K = 0 is the
-        ordinary GAN.
+      unroll_steps: K >= 0; the generator minimises the surrogate on the
+        discriminator θ_D^K after K differentiable updates (Metz et al. 2016,
+        eq. 12): its loss on D_K(G(z)) minus the discriminator's loss on real
+        data under D_K (which depends on θ_G through the updates; for the
+        minimax family the sum is exactly −V(θ_G, θ_D^K)). ``g_loss`` reports
+        the first part. K = 0 is the ordinary GAN. With Adam, give it
+        ``eps_root > 0`` (see :func:`jgan.unroll.unroll_discriminator`).
       unroll_first_order: stop gradients through the K updates (ablation).
       gradient_penalty: λ of WGAN-GP, E[(‖∇D(x̂)‖ − target)²] on interpolates.
       gradient_penalty_target: the target norm of the penalty (1).
@@ -498,7 +504,18 @@ def make_train_step(
         fake_out, d_mstate = disc(d_params, d_mstate, fake_in, *y)
         fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
         g_loss = family.g_loss(fake_out)
-        return g_loss, (g_mstate, d_mstate)
+        objective = g_loss
+        if unroll_steps:
+            # Metz et al.'s surrogate f(θ_G, θ_D^K) keeps the real-data term
+            # (E log D_K(x) for the minimax game): it depends on θ_G through
+            # the K updates. It enters as minus the discriminator's loss on
+            # real data at θ_D^K; the fake term is held constant there, as
+            # the generator's own loss already covers it.
+            real_in = pack_samples(real, pack)
+            real_out, d_mstate = disc(d_params, d_mstate, real_in, *y)
+            real_out = _check_output(real_out, real_in.shape[0], "real")
+            objective = g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out))
+        return objective, (g_loss, g_mstate, d_mstate)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, dict[str, jax.Array]]:
         if not isinstance(state, GANState):
@@ -532,7 +549,7 @@ def make_train_step(
 
         z_key, unroll_key = jax.random.split(keys[d_steps])
         z = draw(z_key, latent_sampler, last_real.shape[0])
-        (g_loss, (g_mstate, d_mstate)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
+        (_, (g_loss, g_mstate, d_mstate)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
             state.g_params, g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
         )
         g_grads = _pmean_floats(g_grads, axis_name)

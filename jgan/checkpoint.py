@@ -1,0 +1,324 @@
+"""Checkpoints of a training state with orbax: save, find the latest, restore.
+
+A checkpoint directory holds one sub-directory per saved step (``10/``,
+``20/``, ...), written by an :class:`orbax.checkpoint.CheckpointManager`. Each
+step directory holds two items:
+
+- ``state``: the leaves of the pytree (a :class:`jgan.steps.GANState` or any
+  pytree of arrays), stored by orbax as arrays. Typed PRNG keys
+  (``jax.random.key``) are stored as their raw ``key_data`` and re-wrapped on
+  restore with the implementation recorded at save time;
+- ``meta``: JSON: the caller's ``metadata`` dict (e.g. the run's config) and a
+  description of every leaf (its path in the tree, shape, dtype, PRNG
+  implementation), against which a restore checks its template.
+
+Saves are synchronous and atomic: orbax writes a step into
+``<step>.orbax-checkpoint-tmp-<timestamp>/`` and renames it to ``<step>/``
+once complete, so a save interrupted mid-write leaves only a temporary
+directory, which :func:`latest_step`, :func:`all_steps` and :func:`restore`
+ignore: the last complete checkpoint stays the latest. Only the newest
+``max_to_keep`` steps are kept.
+
+Restoring needs a template of the state (a freshly initialised state, or its
+``jax.eval_shape``) for the tree structure, shapes, dtypes and shardings. A
+checkpoint is restored bit for bit, so a run of 2N steps equals N steps, save,
+restore, N more steps.
+
+Example::
+
+    state = init_state(key, g_params, d_params, g_optimizer=..., d_optimizer=...)
+    if checkpoint.latest_step(workdir) is not None:
+        state, config = checkpoint.restore(workdir, state)
+    for ...:
+        state, metrics = train_step(state, batch)
+    checkpoint.save(workdir, state, metadata=config)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+
+__all__ = ["save", "restore", "latest_step", "all_steps", "FORMAT_VERSION"]
+
+PyTree = Any
+
+FORMAT_VERSION = 1
+_STATE = "state"
+_META = "meta"
+
+
+def _is_key(x: Any) -> bool:
+    return jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key)
+
+
+def _describe(tree: PyTree) -> tuple[list[Any], list[dict[str, Any]], Any]:
+    """The leaves of ``tree``, a JSON description of each, and the tree structure."""
+    leaves_with_paths, treedef = jax.tree_util.tree_flatten_with_path(tree)
+    leaves, described = [], []
+    for path, leaf in leaves_with_paths:
+        if not hasattr(leaf, "shape") or not hasattr(leaf, "dtype"):
+            leaf = np.asarray(leaf)
+        described.append(
+            {
+                "path": jax.tree_util.keystr(path),
+                "shape": list(leaf.shape),
+                "dtype": str(leaf.dtype),
+            }
+        )
+        leaves.append(leaf)
+    return leaves, described, treedef
+
+
+def _manager(directory: os.PathLike | str, *, max_to_keep: int | None, write: bool):
+    """A synchronous manager; a reading one (``write=False``) creates nothing on disk."""
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep),
+        enable_async_checkpointing=False,
+        create=write,
+        save_root_metadata=write,
+    )
+    return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options)
+
+
+def _complete(directory: str, step: int) -> bool:
+    """Whether step ``step`` holds both items (orbax only renames a complete step)."""
+    step_dir = os.path.join(directory, str(step))
+    return all(os.path.isdir(os.path.join(step_dir, item)) for item in (_STATE, _META))
+
+
+def all_steps(directory: os.PathLike | str) -> list[int]:
+    """The steps of the complete checkpoints in ``directory``, in increasing order.
+
+    Args:
+      directory: a checkpoint directory (it need not exist).
+
+    Returns:
+      The steps; ``[]`` if the directory does not exist or holds none.
+      Temporary directories of interrupted saves are not checkpoints.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    if not os.path.isdir(directory):
+        return []
+    with _manager(directory, max_to_keep=None, write=False) as manager:
+        steps = manager.all_steps()
+    return sorted(step for step in steps if _complete(directory, step))
+
+
+def latest_step(directory: os.PathLike | str) -> int | None:
+    """The step of the newest complete checkpoint in ``directory``, or ``None``."""
+    steps = all_steps(directory)
+    return steps[-1] if steps else None
+
+
+def save(
+    directory: os.PathLike | str,
+    state: PyTree,
+    *,
+    step: int | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    max_to_keep: int | None = 3,
+) -> int:
+    """Saves ``state`` and ``metadata`` as checkpoint ``step`` of ``directory``.
+
+    The call returns once the checkpoint is on disk (the write is atomic), then
+    deletes all but the newest ``max_to_keep`` checkpoints.
+
+    Args:
+      directory: the checkpoint directory, created if needed.
+      state: a pytree of arrays, e.g. a :class:`jgan.steps.GANState`; typed
+        PRNG keys are allowed anywhere in it.
+      step: the checkpoint's step; by default ``int(state.step)``.
+      metadata: a JSON-serialisable dict stored beside the state (e.g. the
+        run's configuration), returned by :func:`restore` as JSON gives it
+        back (tuples become lists).
+      max_to_keep: how many of the newest checkpoints to keep (``None``: all).
+
+    Returns:
+      The step saved.
+
+    Raises:
+      ValueError: ``step`` is missing and ``state`` has no ``step``, is
+        negative, or is not newer than the latest checkpoint of
+        ``directory``; ``max_to_keep < 1``.
+      TypeError: ``metadata`` is not a JSON-serialisable dict.
+    """
+    if step is None:
+        if not hasattr(state, "step"):
+            raise ValueError("Give step= (the state has no .step field).")
+        step = state.step
+    if isinstance(step, bool) or not float(np.asarray(step)).is_integer() or np.ndim(step):
+        raise ValueError(f"step must be an integer, got {step!r}.")
+    step = int(np.asarray(step))
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}.")
+    if max_to_keep is not None and (
+        isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1
+    ):
+        raise ValueError(f"max_to_keep must be an int >= 1 or None, got {max_to_keep!r}.")
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, Mapping):
+        raise TypeError(f"metadata must be a dict, got {type(metadata).__name__}.")
+    metadata = dict(metadata)
+
+    leaves, described, _ = _describe(state)
+    arrays = {}
+    for i, (leaf, info) in enumerate(zip(leaves, described)):
+        if _is_key(leaf):
+            info["key_impl"] = str(jax.random.key_impl(leaf))
+            leaf = jax.random.key_data(leaf)
+        arrays[_leaf_name(i)] = jnp.asarray(leaf)
+    meta = {"format": FORMAT_VERSION, "step": step, "leaves": described, "metadata": metadata}
+    try:
+        json.dumps(meta)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
+
+    with _manager(directory, max_to_keep=max_to_keep, write=True) as manager:
+        latest = manager.latest_step()
+        if latest is not None and latest >= step:
+            raise ValueError(
+                f"{os.fspath(directory)!r} already holds a checkpoint at step {latest}"
+                f" >= {step}: save to a fresh directory or delete the newer checkpoints."
+            )
+        saved = manager.save(
+            step,
+            args=ocp.args.Composite(
+                **{_STATE: ocp.args.StandardSave(arrays), _META: ocp.args.JsonSave(meta)}
+            ),
+        )
+        manager.wait_until_finished()
+    if not saved:  # Orbax's save policy declined; should not happen with these options.
+        raise RuntimeError(f"orbax did not save step {step} in {os.fspath(directory)!r}.")
+    return step
+
+
+def _leaf_name(i: int) -> str:
+    return f"leaf_{i:05d}"
+
+
+def restore(
+    directory: os.PathLike | str,
+    template: PyTree,
+    *,
+    step: int | None = None,
+) -> tuple[PyTree, dict[str, Any]]:
+    """Restores checkpoint ``step`` (the latest by default) into ``template``'s form.
+
+    Args:
+      directory: the checkpoint directory.
+      template: a pytree of the same structure, shapes and dtypes as the saved
+        state (a freshly initialised state, or ``jax.eval_shape`` of one); its
+        leaves' shardings (default: the first local device) place the
+        restored arrays. Typed PRNG keys in the template come back as typed
+        keys.
+      step: the step to restore; by default the latest.
+
+    Returns:
+      ``(state, metadata)``: the state in the template's tree structure and
+      the metadata dict given to :func:`save`.
+
+    Raises:
+      FileNotFoundError: no checkpoint (or not that ``step``) in ``directory``.
+      ValueError: the checkpoint does not match the template (another model,
+        another optimizer): the message names the first differing leaves.
+    """
+    directory = os.path.abspath(os.fspath(directory))
+    steps = all_steps(directory)
+    if not steps:
+        raise FileNotFoundError(f"No checkpoint in {directory!r}.")
+    if step is None:
+        step = steps[-1]
+    elif step not in steps:
+        raise FileNotFoundError(f"No checkpoint at step {step} in {directory!r}; it holds steps {steps}.")
+
+    with _manager(directory, max_to_keep=None, write=False) as manager:
+        meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+            raise ValueError(
+                f"{directory!r} step {step} is not a jgan checkpoint of format {FORMAT_VERSION}."
+            )
+        leaves, expected, treedef = _describe(template)
+        _check_matches(meta["leaves"], expected, directory, step)
+
+        abstract = {}
+        for i, (leaf, info) in enumerate(zip(leaves, meta["leaves"])):
+            if "key_impl" in info:
+                data = jax.eval_shape(
+                    lambda k: jax.random.key_data(k), jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
+                )
+                shape, dtype = data.shape, data.dtype
+            else:
+                shape, dtype = leaf.shape, leaf.dtype
+            abstract[_leaf_name(i)] = jax.ShapeDtypeStruct(shape, dtype, sharding=_sharding(leaf))
+        arrays = manager.restore(
+            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
+        )[_STATE]
+
+    restored = []
+    for i, (leaf, info) in enumerate(zip(leaves, meta["leaves"])):
+        value = arrays[_leaf_name(i)]
+        if "key_impl" in info:
+            value = jax.random.wrap_key_data(value, impl=info["key_impl"])
+        restored.append(value)
+    return jax.tree_util.tree_unflatten(treedef, restored), dict(meta["metadata"])
+
+
+def _sharding(leaf: Any) -> jax.sharding.Sharding:
+    """Where a leaf's restored data goes: where the template's leaf lives.
+
+    A typed key's raw data lives where the key does; a template leaf without
+    a sharding (numpy, ``ShapeDtypeStruct`` without one) goes to the first
+    local device.
+    """
+    if isinstance(leaf, jax.Array):
+        return jax.random.key_data(leaf).sharding if _is_key(leaf) else leaf.sharding
+    sharding = getattr(leaf, "sharding", None)
+    if sharding is None or (_is_key(leaf) and not isinstance(sharding, jax.sharding.SingleDeviceSharding)):
+        sharding = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return sharding
+
+
+def _check_matches(saved: list[dict], expected: list[dict], directory: str, step: int) -> None:
+    """Raises a ValueError naming the differences between saved and template leaves."""
+    problems = []
+    saved_by_path = {info["path"]: info for info in saved}
+    expected_by_path = {info["path"]: info for info in expected}
+    missing = [p for p in expected_by_path if p not in saved_by_path]
+    extra = [p for p in saved_by_path if p not in expected_by_path]
+    if missing:
+        problems.append(f"in the template but not the checkpoint: {_shorten(missing)}")
+    if extra:
+        problems.append(f"in the checkpoint but not the template: {_shorten(extra)}")
+    if not missing and not extra and [i["path"] for i in saved] != [i["path"] for i in expected]:
+        problems.append("the same leaves in a different order")
+    mismatched = []
+    for path, want in expected_by_path.items():
+        got = saved_by_path.get(path)
+        if got is None:
+            continue
+        if got["shape"] != want["shape"] or got["dtype"] != want["dtype"]:
+            mismatched.append(
+                f"{path}: checkpoint {got['dtype']}{got['shape']}, template {want['dtype']}{want['shape']}"
+            )
+    if mismatched:
+        problems.append("different shapes or dtypes: " + _shorten(mismatched))
+    if problems:
+        raise ValueError(
+            f"The checkpoint at step {step} of {directory!r} does not match the template"
+            f" ({len(saved)} saved leaves, {len(expected)} in the template; a checkpoint of"
+            " another model or optimizer?): " + "; ".join(problems) + "."
+        )
+
+
+def _shorten(items: list[str], limit: int = 4) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+

@@ -1,0 +1,194 @@
+"""End-to-end tests of examples/unrolled_mog.py in a tiny configuration."""
+
+import importlib.util
+import json
+import pathlib
+import re
+import shutil
+import sys
+
+import jax
+import matplotlib.image
+import numpy as np
+import pytest
+
+from jgan import checkpoint
+from jgan import data
+from jgan.metrics import mode_coverage
+
+_PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "unrolled_mog.py"
+
+
+def _load_example():
+    spec = importlib.util.spec_from_file_location("unrolled_mog", _PATH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up here.
+    spec.loader.exec_module(module)
+    return module
+
+
+um = _load_example()
+
+STEPS = 12
+TINY = [
+    "--steps", str(STEPS),
+    "--unroll-steps", "2",
+    "--hidden", "8",
+    "--latent-dim", "4",
+    "--batch-size", "16",
+    "--snapshots", "3",
+    "--chunk-steps", "4",
+    "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted tiny run: (output directory, metrics)."""
+    out = tmp_path_factory.mktemp("straight")
+    result = um.main([*TINY, "--out", str(out)])
+    return out, result
+
+
+def test_outputs_exist_and_parse(straight_run):
+    out, result = straight_run
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (2500, 2)
+    assert np.all(np.isfinite(samples))
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == json.loads(json.dumps(result))
+    assert set(metrics["runs"]) == {"0", "2"}
+    for k, run in metrics["runs"].items():
+        assert run["unroll_steps"] == int(k)
+        assert run["step"] == STEPS
+        assert 0 <= run["modes"] <= run["num_modes"] == 8
+        assert 0.0 <= run["high_quality"] <= 1.0
+        assert 0.0 <= run["reverse_kl"] <= np.log(8) + 1e-6
+        assert sum(run["counts"]) == round(run["high_quality"] * 2500)
+        assert run["sinkhorn"] is None
+        assert [h["step"] for h in run["history"]] == [0, 6, 12]
+    assert metrics["sinkhorn"] is None
+    assert metrics["config"]["steps"] == STEPS and metrics["config"]["unroll_steps"] == 2
+    assert metrics["command_line"][:2] == ["--steps", "12"]
+    assert metrics["wall_time_s"] > 0
+
+    image = matplotlib.image.imread(out / "samples.png")
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 300
+
+    for k in (0, 2):
+        assert checkpoint.latest_step(out / "checkpoints" / f"k{k}") == STEPS
+
+    # The reported numbers are those of samples.npy (the DESIGN.md protocol).
+    spec = data.mixture("ring")
+    coverage = mode_coverage(samples, spec.centers, std=spec.std, threshold=3.0)
+    assert metrics["runs"]["2"]["counts"] == np.asarray(coverage.counts).tolist()
+    assert metrics["runs"]["2"]["high_quality"] == pytest.approx(float(coverage.high_quality))
+
+
+def test_same_seed_same_result(straight_run, tmp_path, capsys):
+    """Another run of the same seed reproduces the result (progress bars on)."""
+    out, result = straight_run
+    loud = [arg for arg in TINY if arg != "--quiet"]
+    again = um.main([*loud, "--out", str(tmp_path), "--no-baseline"])
+    assert "K=2" in capsys.readouterr().err  # The tqdm bar.
+    np.testing.assert_array_equal(np.load(tmp_path / "samples.npy"), np.load(out / "samples.npy"))
+    assert again["runs"]["2"]["counts"] == result["runs"]["2"]["counts"]
+    assert list(again["runs"]) == ["2"]
+
+
+def test_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
+    out, result = straight_run
+    real_save = um.checkpoint.save
+
+    def save_then_crash(directory, state, **kwargs):
+        step = real_save(directory, state, **kwargs)
+        if str(directory).endswith("k2") and step == 6:
+            raise KeyboardInterrupt  # Killed right after the checkpoint at step 6.
+        return step
+
+    monkeypatch.setattr(um.checkpoint, "save", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        um.main([*TINY, "--out", str(tmp_path)])
+    monkeypatch.undo()
+    assert checkpoint.latest_step(tmp_path / "checkpoints" / "k2") == 6
+    assert not (tmp_path / "metrics.json").exists()
+
+    resumed = um.main([*TINY, "--out", str(tmp_path), "--resume"])
+    assert resumed["runs"]["0"]["resumed_from"] == STEPS  # Finished before the crash.
+    assert resumed["runs"]["2"]["resumed_from"] == 6
+    for k in ("0", "2"):
+        run, ref = resumed["runs"][k], result["runs"][k]
+        assert run["step"] == STEPS
+        assert run["history"] == ref["history"]
+        for key in ("modes", "high_quality", "reverse_kl", "counts"):
+            assert run[key] == ref[key]
+    np.testing.assert_array_equal(np.load(tmp_path / "samples.npy"), np.load(out / "samples.npy"))
+
+    template = um.make_experiment(um.Config(**_tiny_config()), 2).init(jax.random.key(0))
+    a, _ = checkpoint.restore(out / "checkpoints" / "k2", template)
+    b, _ = checkpoint.restore(tmp_path / "checkpoints" / "k2", template)
+    assert int(b.step) == STEPS
+    for x, y in zip(jax.tree.leaves(a.g_params), jax.tree.leaves(b.g_params), strict=True):
+        np.testing.assert_array_equal(x, y)
+    for x, y in zip(jax.tree.leaves(a.d_opt_state), jax.tree.leaves(b.d_opt_state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+    # Resuming with other hyper-parameters is refused.
+    with pytest.raises(SystemExit):
+        um.main([*TINY, "--out", str(tmp_path), "--resume", "--d-lr", "0.5"])
+
+
+def test_resume_with_more_steps_extends_the_run(straight_run, tmp_path):
+    out, _ = straight_run
+    extended = tmp_path / "extended"
+    shutil.copytree(out, extended)
+    longer = [*TINY, "--steps", str(2 * STEPS), "--no-baseline"]  # The last --steps wins.
+    result = um.main([*longer, "--out", str(extended), "--resume"])
+    assert result["runs"]["2"]["resumed_from"] == STEPS
+    assert [h["step"] for h in result["runs"]["2"]["history"]] == [0, 6, 12, 24]
+    straight = um.main([*longer, "--out", str(tmp_path / "straight")])
+    np.testing.assert_array_equal(
+        np.load(extended / "samples.npy"), np.load(tmp_path / "straight" / "samples.npy")
+    )
+
+
+def _tiny_config():
+    return dict(steps=STEPS, unroll_steps=2, hidden=(8,), latent_dim=4, batch_size=16, snapshots=3, chunk_steps=4)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--dataset", "moons"], r"Unknown dataset 'moons'; known datasets: ring, grid, ring_pacgan"),
+        (["--unroll-steps", "-1"], r"--unroll-steps must be an integer >= 0, got -1"),
+        (["--pack", "3"], r"--pack 3 must divide --batch-size 16"),
+    ],
+)
+def test_bad_arguments(args, message, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        um.main([*TINY, *args, "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not out.exists()  # Nothing was written, nothing trained.
+
+
+def test_unwritable_output_directory(tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    with pytest.raises(SystemExit) as exit_info:
+        um.main([*TINY, "--out", str(blocker / "out")])
+    assert exit_info.value.code == 2
+    assert "Cannot write the output directory" in capsys.readouterr().err
+    with pytest.raises(um.ConfigError, match="Cannot write"):
+        um.train_and_evaluate(um.Config(**_tiny_config()), str(blocker / "out"))
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        um.main([*TINY, "--no-baseline", "--d-lr", "1e35", "--g-lr", "1e35", "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "training diverged" in err and "Non-finite training at step" in err
+    assert not (tmp_path / "metrics.json").exists()
