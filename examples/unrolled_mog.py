@@ -107,6 +107,9 @@ class Config:
         unrolled GAN back into an ordinary one.
       loss: the GAN loss family (``jgan.steps.LOSSES``).
       pack: PacGAN's m (1: no packing).
+      unroll_first_order: stop gradients through the K updates (ablation).
+      gradient_penalty: λ of WGAN-GP (0: none).
+      d_steps: discriminator updates per generator update.
       ema_decay: EMA of the generator's weights, evaluated instead of the
         raw weights (``None``: no EMA).
       snapshots: columns of the figure (evenly spaced steps, 0 and the last
@@ -132,6 +135,9 @@ class Config:
     decay_fraction: float = 0.0
     loss: str = "non_saturating"
     pack: int = 1
+    unroll_first_order: bool = False
+    gradient_penalty: float = 0.0
+    d_steps: int = 1
     ema_decay: float | None = 0.99
     snapshots: int = 6
     eval_every: int | None = None
@@ -150,7 +156,7 @@ class Config:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= 0, got {value!r}.")
-        for name in ("steps", "batch_size", "latent_dim", "pack", "chunk_steps", "max_to_keep"):
+        for name in ("steps", "batch_size", "latent_dim", "pack", "d_steps", "chunk_steps", "max_to_keep"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}.")
@@ -284,6 +290,9 @@ def _make_experiment(config: Config, k: int) -> Experiment:
         loss=config.loss,
         unroll_steps=k,
         pack=config.pack,
+        unroll_first_order=config.unroll_first_order,
+        gradient_penalty=config.gradient_penalty,
+        d_steps=config.d_steps,
         ema_decay=config.ema_decay,
     )
     sample_real = functools.partial(data.sample_mixture, n=config.batch_size, spec=spec)
@@ -304,7 +313,11 @@ def _make_experiment(config: Config, k: int) -> Experiment:
     @jax.jit
     def train_chunk(state, data_key, n):
         def one_step(state):
-            real = sample_real(jax.random.fold_in(data_key, state.step))
+            step_key = jax.random.fold_in(data_key, state.step)
+            if config.d_steps == 1:
+                real = sample_real(step_key)
+            else:  # A fresh real slice for each discriminator update.
+                real = jax.vmap(sample_real)(jax.random.split(step_key, config.d_steps))
             return train_step(state, real)
 
         # The metrics' structure, to carry them through the loop.
@@ -622,6 +635,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--decay-fraction", type=float, default=d.decay_fraction, help="cosine decay of G's learning rate to 0 over this last fraction of the steps")
     p.add_argument("--loss", default=d.loss, help=f"one of: {', '.join(sorted(jgan_steps.LOSSES))}")
     p.add_argument("--pack", type=int, default=d.pack, help="PacGAN's m")
+    p.add_argument("--first-order", action="store_true", help="stop gradients through the unrolled updates (ablation)")
+    p.add_argument("--gradient-penalty", type=float, default=d.gradient_penalty, help="WGAN-GP's λ")
+    p.add_argument("--d-steps", type=int, default=d.d_steps, help="discriminator updates per generator update")
     p.add_argument("--ema-decay", type=float, default=d.ema_decay, help="EMA of G's weights; <= 0 turns it off")
     p.add_argument("--snapshots", type=int, default=d.snapshots, help="columns of the figure")
     p.add_argument("--eval-every", type=int, default=d.eval_every, help="extra evaluations/checkpoints every N steps")
@@ -650,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         decay_fraction=args.decay_fraction,
         loss=args.loss,
         pack=args.pack,
+        unroll_first_order=args.first_order,
+        gradient_penalty=args.gradient_penalty,
+        d_steps=args.d_steps,
         ema_decay=args.ema_decay if args.ema_decay is not None and args.ema_decay > 0 else None,
         snapshots=args.snapshots,
         eval_every=args.eval_every,
