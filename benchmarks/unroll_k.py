@@ -34,11 +34,15 @@ drifting load affects them alike. Reported per program:
 
 Usage::
 
-    python benchmarks/unroll_k.py --ks 0 1 5 10 20 --repeats 30 --out runs/bench
+    python benchmarks/unroll_k.py --ks 0 1 5 10 20 --memory-ks 100 --out runs/bench
+    # unroll_discriminator's remat option and lax.scan unroll factors:
+    python benchmarks/unroll_k.py --ks 1 5 10 20 --memory-ks 100 --out runs/bench_options \
+        --variants scan scan_remat scan_remat_dots scan_unroll2 scan_unroll5
 
-``--memory-ks 100`` adds compile-only rows (compile time and temp memory) for
-large K, where the fully unrolled program is too slow to compile to be worth
-it (it is left out there).
+``--memory-ks`` adds compile-only rows (compile time and temp memory) for
+large K, where the fully unrolled program is left out (its compile time grows
+linearly with K). Results go to ``--out`` as ``unroll_k.md`` (the table),
+``unroll_k.json`` and ``unroll_k.png`` (the plot).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ from unittest import mock
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import numpy as np
 import optax
 
@@ -64,7 +69,7 @@ from jgan.models import MLPDiscriminator, MLPGenerator, make_apply
 
 LATENT = 256
 BATCH = 512
-LEARNING_RATE = 1e-4  # Metz et al., appendix A: Adam, lr 1e-4, β1 = 0.5 (both networks).
+LEARNING_RATE = 1e-4  # Adam with β1 = 0.5 for both networks (the rate does not affect timings).
 B1 = 0.5
 # eps_root > 0 keeps Adam differentiable where a second moment is 0 (ReLU units
 # that are dead on the batch); with 0 the unrolled gradient is NaN there.
@@ -107,10 +112,8 @@ VARIANTS = {
     "first_order": (unroll.unroll_discriminator, {"unroll_first_order": True}),
     # Options of unroll_discriminator, and scan unroll factors, to measure them.
     "scan_remat": (functools.partial(unroll.unroll_discriminator, remat=True), {}),
-    "scan_remat_dots": (
-        functools.partial(unroll.unroll_discriminator, remat=jax.checkpoint_policies.dots_saveable),
-        {},
-    ),
+    "scan_remat_dots": (functools.partial(unroll.unroll_discriminator,
+                                          remat=jax.checkpoint_policies.dots_saveable), {}),
     "scan_unroll2": (functools.partial(scan_unroll, unroll=2), {}),
     "scan_unroll5": (functools.partial(scan_unroll, unroll=5), {}),
 }
@@ -189,8 +192,6 @@ def check_same_update(programs: dict, state, real) -> float:
 def header() -> str:
     device = jax.devices()[0]
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    import jaxlib
-
     return (f"jax {jax.__version__}, jaxlib {jaxlib.__version__}"
             f" on {device.platform.upper()} ({device.device_kind}), {os.cpu_count()} CPU cores,"
             f" {platform.processor() or platform.machine()}, Python {platform.python_version()};"
@@ -199,8 +200,8 @@ def header() -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     rows = sorted(rows, key=lambda r: r["k"])
-    lines = ["| K | program | lower (s) | compile (s) | lower + compile, CPU (s) | step (ms), median [IQR]"
-             " | step / loop | temp (MiB) |",
+    lines = ["| K | program | lower (s) | compile (s) | lower + compile, CPU (s)"
+             " | step (ms), median [IQR] | step / loop | temp (MiB) |",
              "| ---: | --- | ---: | ---: | ---: | --- | ---: | ---: |"]
     by_k = {}
     for row in rows:
@@ -213,8 +214,9 @@ def markdown_table(rows: list[dict]) -> str:
         else:
             step, rel = "–", "–"
         temp = "–" if row["temp_mib"] is None else f"{row['temp_mib']:.1f}"
-        lines.append(f"| {row['k']} | {row['variant']} | {row['lower_s']:.2f} | {row['compile_s']:.2f}"
-                     f" | {row['compile_cpu_s']:.2f} | {step} | {rel} | {temp} |")
+        lines.append(f"| {row['k']} | {row['variant']} | {row['lower_s']:.2f}"
+                     f" | {row['compile_s']:.2f} | {row['compile_cpu_s']:.2f} | {step} | {rel}"
+                     f" | {temp} |")
     return "\n".join(lines)
 
 
@@ -293,8 +295,8 @@ def main(argv=None) -> int:
     for _ in range(args.compile_repeats):
         for k, variant, timed in jobs:
             compiled, stats = build(variant, k, state, nets, real)
-            print(f"K={k} {variant}: lower {stats['lower_s']:.2f}s compile {stats['compile_s']:.2f}s"
-                  f" temp {stats['temp_mib']:.1f} MiB", flush=True)
+            print(f"K={k} {variant}: lower {stats['lower_s']:.2f}s compile"
+                  f" {stats['compile_s']:.2f}s temp {stats['temp_mib']:.1f} MiB", flush=True)
             row = rows.setdefault((k, variant), dict(k=k, variant=variant, **stats))
             row["lower_s"] = min(row["lower_s"], stats["lower_s"])
             row["compile_s"] = min(row["compile_s"], stats["compile_s"])
@@ -306,7 +308,8 @@ def main(argv=None) -> int:
         mine = {v: programs[k, v] for v in args.variants}
         mismatch = check_same_update(mine, state, real)
         if not mismatch <= 1e-4 and not np.isnan(mismatch):
-            print(f"K={k}: scan and loop disagree (relative difference {mismatch:.2e})", file=sys.stderr)
+            print(f"K={k}: scan and loop disagree (relative difference {mismatch:.2e})",
+                  file=sys.stderr)
             return 1
 
     # Step times: round-robin over every program, so that drifting load affects all alike.
@@ -322,7 +325,7 @@ def main(argv=None) -> int:
     (args.out / "unroll_k.md").write_text(report)
     (args.out / "unroll_k.json").write_text(json.dumps(rows, indent=1))
     plot(rows, args.out / "unroll_k.png")
-    print(f"wrote {args.out / 'unroll_k.md'}, {args.out / 'unroll_k.json'}, {args.out / 'unroll_k.png'}")
+    print(f"wrote {args.out}/unroll_k.md, unroll_k.json and unroll_k.png")
     return 0
 
 

@@ -10,14 +10,15 @@ with respect to θ_G flows back through all K updates (Metz et al., eq. 12 and
 18–20), second-order terms included. Here the K updates run inside
 ``lax.scan``, so the program and its compile time do not grow with K.
 
-Performance (benchmarks/unroll_k.py; measurements in benchmarks/README.md):
-on the Metz et al. mixture-of-Gaussians train step the scan runs as fast as
-the fully unrolled program (a Python loop of the K updates traced into one
-program) at K = 10 and 20, and compiles in the same time for every K >= 2,
-whereas the unrolled program's compile time grows linearly with K. A scan
-``unroll`` factor > 1 made the step no faster and its compile slower, so there
-is no such option. ``remat=True`` trades recomputation for memory that no
-longer grows with the discriminator's activations.
+Performance (benchmarks/unroll_k.py; the numbers are in benchmarks/README.md):
+on the mixture-of-Gaussians train step of Metz et al. the scan step runs as
+fast as the fully unrolled program (a Python loop of the K updates traced into
+one program) at K = 10 and 20, and compiles in about the same time for every
+K > 1, whereas the unrolled program's compile time grows linearly with K. A
+``lax.scan`` unroll factor > 1 made the step slower at K = 10 and 20 and the
+compile slower, so there is no such option. ``remat=True`` trades
+recomputation for memory that no longer grows with the discriminator's
+activations.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def unroll_discriminator(
         mapped axis (``lax.pmean``) in every update, as in the ordinary step.
       remat: recompute each update's intermediate values in the backward pass
         instead of storing them (``jax.checkpoint`` on the scan body). With
-        ``False`` (the default, the fastest measured for K <= 10) memory grows
+        ``False`` (the default, the fastest measured) memory grows
         as K times the discriminator's activations on both batches; ``True``
         stores only each update's parameters and optimizer state, and
         recomputes the discriminator's forward and backward passes; a
