@@ -305,6 +305,7 @@ def make_train_step(
     d_steps: int = 1,
     unroll_steps: int = 0,
     unroll_first_order: bool = False,
+    unroll_remat: bool | Callable[..., bool] = False,
     gradient_penalty: float = 0.0,
     gradient_penalty_target: float = 1.0,
     gradient_penalty_one_sided: bool = False,
@@ -344,6 +345,9 @@ def make_train_step(
         the first part. K = 0 is the ordinary GAN. With Adam, give it
         ``eps_root > 0`` (see :func:`jgan.unroll.unroll_discriminator`).
       unroll_first_order: stop gradients through the K updates (ablation).
+      unroll_remat: ``remat`` of :func:`jgan.unroll.unroll_discriminator`:
+        recompute each unrolled update in the backward pass (memory nearly
+        flat in K, a slower step), or a ``jax.checkpoint_policies`` policy.
       gradient_penalty: λ of WGAN-GP, E[(‖∇D(x̂)‖ − target)²] on interpolates.
       gradient_penalty_target: the target norm of the penalty (1).
       gradient_penalty_one_sided: penalise only norms above the target.
@@ -486,6 +490,7 @@ def make_train_step(
         y = () if labels is None else (labels,)
         fake, g_mstate = gen(g_params, g_mstate, z, *y)
         _check_fake(fake, real)
+        d_mstate_in = d_mstate
         if unroll_steps:
 
             def unrolled_loss(params):
@@ -499,6 +504,7 @@ def make_train_step(
                 steps=unroll_steps,
                 first_order=unroll_first_order,
                 axis_name=axis_name,
+                remat=unroll_remat,
             )
         fake_in = pack_samples(fake, pack)
         fake_out, d_mstate = disc(d_params, d_mstate, fake_in, *y)
@@ -512,9 +518,12 @@ def make_train_step(
             # real data at θ_D^K; the fake term is held constant there, as
             # the generator's own loss already covers it.
             real_in = pack_samples(real, pack)
-            real_out, d_mstate = disc(d_params, d_mstate, real_in, *y)
+            real_out, _ = disc(d_params, d_mstate, real_in, *y)
             real_out = _check_output(real_out, real_in.shape[0], "real")
             objective = g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out))
+            # These forward passes ran the unrolled θ_D^K, not the stored
+            # discriminator: its statistics stay as they were.
+            d_mstate = d_mstate_in
         return objective, (g_loss, g_mstate, d_mstate)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, dict[str, jax.Array]]:

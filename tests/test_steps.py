@@ -154,6 +154,33 @@ def test_stateful_networks_thread_their_state():
     assert int(new_state.d_model_state) == 2 * k + 1
 
 
+@pytest.mark.parametrize("unroll, expected_d_calls", [(0, 2 * 2 + 1), (2, 2 * 2)])
+def test_unrolled_passes_leave_the_stored_discriminator_state_alone(unroll, expected_d_calls):
+    """With K > 0 the generator's forward passes run θ_D^K, not the stored D."""
+
+    def disc(p, s, x):
+        return discriminator(p, x), s + 1
+
+    key = jax.random.key(0)
+    opt = optax.adam(1e-3, eps_root=1e-12)
+    state = steps.init_state(key, mlp_init(key, [LATENT, 8, 2]), mlp_init(key, [2, 8, 1]),
+                             g_optimizer=opt, d_optimizer=opt,
+                             d_model_state=jnp.zeros((), jnp.int32))
+    step = steps.make_train_step(generator=generator, discriminator=disc, g_optimizer=opt,
+                                 d_optimizer=opt, latent_dim=LATENT, d_steps=2,
+                                 unroll_steps=unroll, d_stateful=True)
+    new_state, _ = jax.jit(step)(state, _real())
+    assert int(new_state.d_model_state) == expected_d_calls
+
+
+def test_unroll_remat_gives_the_same_step():
+    state, plain = _setup(unroll_steps=3)
+    _, remat = _setup(unroll_steps=3, unroll_remat=True)
+    a, _ = jax.jit(plain)(state, _real())
+    b, _ = jax.jit(remat)(state, _real())
+    chex.assert_trees_all_close(a.g_params, b.g_params, rtol=1e-5, atol=1e-6)
+
+
 def test_model_state_flags_must_match_the_state():
     state, step = _setup()
     with pytest.raises(ValueError, match="g_stateful=False"):
