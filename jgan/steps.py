@@ -33,7 +33,6 @@ single-device step on the whole batch (up to float summation order).
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax

@@ -147,7 +147,7 @@ def test_resume_with_more_steps_extends_the_run(straight_run, tmp_path):
     result = um.main([*longer, "--out", str(extended), "--resume"])
     assert result["runs"]["2"]["resumed_from"] == STEPS
     assert [h["step"] for h in result["runs"]["2"]["history"]] == [0, 6, 12, 24]
-    straight = um.main([*longer, "--out", str(tmp_path / "straight")])
+    um.main([*longer, "--out", str(tmp_path / "straight")])
     np.testing.assert_array_equal(
         np.load(extended / "samples.npy"), np.load(tmp_path / "straight" / "samples.npy")
     )
