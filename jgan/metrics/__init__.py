@@ -3,5 +3,23 @@
 Every metric is a pure function that works under ``jax.jit``.
 """
 
+from jgan.metrics._frechet import GaussianStatistics
+from jgan.metrics._frechet import fid
+from jgan.metrics._frechet import finalize_gaussian_statistics
+from jgan.metrics._frechet import frechet_distance
+from jgan.metrics._frechet import gaussian_statistics
+from jgan.metrics._frechet import init_gaussian_statistics
+from jgan.metrics._frechet import merge_gaussian_statistics
+from jgan.metrics._frechet import update_gaussian_statistics
+from jgan.metrics._inception_score import InceptionScore
+from jgan.metrics._inception_score import inception_score
+from jgan.metrics._inception_score import inception_score_from_logits
+from jgan.metrics._mmd import KernelInceptionDistance
+from jgan.metrics._mmd import kid
+from jgan.metrics._mmd import mmd2
 from jgan.metrics._mode_coverage import ModeCoverage
 from jgan.metrics._mode_coverage import mode_coverage
+from jgan.metrics._sinkhorn import SinkhornDivergenceOutput
+from jgan.metrics._sinkhorn import SinkhornOutput
+from jgan.metrics._sinkhorn import sinkhorn
+from jgan.metrics._sinkhorn import sinkhorn_divergence

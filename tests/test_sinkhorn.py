@@ -1,0 +1,400 @@
+"""Tests for jgan.metrics.sinkhorn and sinkhorn_divergence."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+from jax.test_util import check_grads
+from ott.geometry import pointcloud
+from ott.solvers import linear
+from ott.tools import sinkhorn_divergence as ott_divergence
+from scipy import optimize
+from scipy.spatial import distance
+
+from jgan.metrics import SinkhornDivergenceOutput
+from jgan.metrics import SinkhornOutput
+from jgan.metrics import sinkhorn
+from jgan.metrics import sinkhorn_divergence
+
+TIGHT = dict(threshold=1e-10, max_iterations=20_000)
+
+
+def _problem(seed, n=30, m=40, d=3, weights=True):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    y = rng.normal(size=(m, d)) * 0.8 + 0.5
+    a = rng.dirichlet(np.ones(n)) if weights else np.full(n, 1 / n)
+    b = rng.dirichlet(np.ones(m)) if weights else np.full(m, 1 / m)
+    return x, y, a, b
+
+
+def _numpy_cost(x, y, cost):
+    c = distance.cdist(x, y, "sqeuclidean")
+    return c if cost == "sqeuclidean" else np.sqrt(c)
+
+
+# ------------------------------------------------- independent references
+
+
+@pytest.mark.parametrize("cost", ["sqeuclidean", "euclidean"])
+@pytest.mark.parametrize("seed, epsilon", [(0, 0.1), (2, 0.05)])
+def test_matches_pot_float64(seed, epsilon, cost, x64):
+    x, y, a, b = _problem(seed)
+    # POT's reg is our absolute epsilon: both solve min <P, M> - reg H(P).
+    ref = ot.sinkhorn2(
+        a, b, _numpy_cost(x, y, cost), epsilon, method="sinkhorn_log",
+        numItermax=100_000, stopThr=1e-13,
+    )
+    out = sinkhorn(x, y, a=a, b=b, epsilon=epsilon, cost=cost, **TIGHT)
+    assert isinstance(out, SinkhornOutput)
+    assert bool(out.converged) and float(out.error) <= 1e-10
+    np.testing.assert_allclose(out.cost, ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("seed, epsilon", [(3, 0.1)])
+def test_matches_ott_float64(seed, epsilon, x64):
+    x, y, a, b = _problem(seed)
+    geom = pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y), epsilon=epsilon)
+    ref = linear.solve(geom, a=jnp.asarray(a), b=jnp.asarray(b), threshold=1e-11,
+                       max_iterations=20_000)
+    out = sinkhorn(x, y, a=a, b=b, epsilon=epsilon, return_plan=True, **TIGHT)
+    c = _numpy_cost(x, y, "sqeuclidean")
+    np.testing.assert_allclose(out.cost, np.sum(np.asarray(ref.matrix) * c), rtol=1e-5)
+    np.testing.assert_allclose(out.regularized_cost, ref.reg_ot_cost, rtol=1e-5)
+    np.testing.assert_allclose(out.plan, ref.matrix, rtol=1e-4, atol=1e-9)
+    # OTT's potentials carry the weights: f_ott = f + eps log a, up to a gauge.
+    f_ott = np.asarray(ref.f) - epsilon * np.log(a)
+    g_ott = np.asarray(ref.g) - epsilon * np.log(b)
+    shift = 0.5 * (a @ f_ott - b @ g_ott)
+    np.testing.assert_allclose(out.f, f_ott - shift, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(out.g, g_ott + shift, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(a @ np.asarray(out.f), b @ np.asarray(out.g), rtol=1e-9)
+
+
+def test_fixed_iterations_match_pot_iterate_for_iterate(x64):
+    # Same start (f = g = 0), same order (g first): the same iterates.
+    x, y, a, b = _problem(5)
+    for t in (1, 7, 40):
+        ref = ot.sinkhorn(
+            a, b, _numpy_cost(x, y, "sqeuclidean"), 0.2, method="sinkhorn_log",
+            numItermax=t, stopThr=0.0, warn=False,
+        )
+        out = sinkhorn(x, y, a=a, b=b, epsilon=0.2, num_iterations=t, return_plan=True)
+        assert int(out.iterations) == t
+        np.testing.assert_allclose(out.plan, ref, rtol=1e-9, atol=1e-15)
+        np.testing.assert_allclose(out.error, np.abs(ref.sum(0) - b).sum(), rtol=1e-6)
+
+
+def test_float32_close_to_float64_reference():
+    x, y, a, b = _problem(6)
+    ref = ot.sinkhorn2(a, b, _numpy_cost(x, y, "sqeuclidean"), 0.1,
+                       method="sinkhorn_log", numItermax=100_000, stopThr=1e-12)
+    out = sinkhorn(x.astype(np.float32), y.astype(np.float32), a=a.astype(np.float32),
+                   b=b.astype(np.float32), epsilon=0.1, threshold=1e-5)
+    assert out.cost.dtype == jnp.float32 and bool(out.converged)
+    np.testing.assert_allclose(out.cost, ref, rtol=1e-4)
+
+
+# --------------------------------------------------- theory: epsilon -> 0
+
+
+def test_approaches_sorted_1d_transport_as_epsilon_vanishes(x64):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(50, 1))
+    y = rng.normal(size=(50, 1)) * 0.5 + 2.0
+    exact = np.mean((np.sort(x[:, 0]) - np.sort(y[:, 0])) ** 2)
+    gaps = []
+    for epsilon in (1.0, 0.1, 0.02, 0.01):
+        out = sinkhorn(x, y, epsilon=epsilon, threshold=1e-7, max_iterations=20_000)
+        assert bool(out.converged)
+        gaps.append(abs(float(out.cost) - exact))
+    assert gaps == sorted(gaps, reverse=True), gaps
+    assert gaps[-1] < 1e-3 * exact, (gaps, exact)
+    # The entropic bias of <P, C> shrinks about linearly in epsilon.
+    assert gaps[-1] < 0.2 * gaps[1], gaps
+
+
+def test_approaches_assignment_as_epsilon_vanishes(x64):
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(8, 2)), rng.normal(size=(8, 2))
+    c = _numpy_cost(x, y, "sqeuclidean")
+    rows, cols = optimize.linear_sum_assignment(c)
+    exact = c[rows, cols].mean()
+    out = sinkhorn(x, y, epsilon=1e-3, threshold=1e-9, max_iterations=50_000,
+                   return_plan=True)
+    np.testing.assert_allclose(out.cost, exact, rtol=1e-3)
+    # The plan is (nearly) the permutation scaled by 1 / n.
+    np.testing.assert_allclose(np.asarray(out.plan)[rows, cols], 1 / 8, rtol=1e-2)
+
+
+# ------------------------------------------------------- plan and modes
+
+
+def test_plan_marginals_and_cost():
+    x, y, a, b = _problem(9)
+    x, y, a, b = (v.astype(np.float32) for v in (x, y, a, b))
+    out = sinkhorn(x, y, a=a, b=b, epsilon=0.2, threshold=1e-4, return_plan=True)
+    plan = np.asarray(out.plan, np.float64)
+    assert plan.shape == (30, 40) and (plan >= 0).all()
+    np.testing.assert_allclose(plan.sum(1), a, atol=1e-6)
+    assert np.abs(plan.sum(0) - b).sum() <= 1e-4
+    np.testing.assert_allclose(out.error, np.abs(plan.sum(0) - b).sum(), atol=1e-6)
+    np.testing.assert_allclose(out.cost, np.sum(plan * _numpy_cost(x, y, "sqeuclidean")),
+                               rtol=1e-5)
+    assert sinkhorn(x, y, a=a, b=b, epsilon=0.2).plan is None
+
+
+def test_convergence_flag_and_iteration_count():
+    x, y, _, _ = _problem(10)
+    out = sinkhorn(x, y, epsilon=0.05, threshold=1e-3, inner_iterations=5)
+    assert bool(out.converged) and float(out.error) <= 1e-3
+    assert int(out.iterations) % 5 == 0 and 0 < int(out.iterations) < 2000
+    # One check earlier had not converged yet.
+    early = sinkhorn(x, y, epsilon=0.05, num_iterations=int(out.iterations) - 5)
+    assert float(early.error) > 1e-3
+    capped = sinkhorn(x, y, epsilon=0.05, threshold=1e-9, max_iterations=20,
+                      inner_iterations=10)
+    assert not bool(capped.converged) and int(capped.iterations) == 20
+
+
+def test_fixed_mode_equals_convergence_mode(x64):
+    x, y, a, b = _problem(11)
+    conv = sinkhorn(x, y, a=a, b=b, epsilon=0.1, threshold=1e-6)
+    fixed = sinkhorn(x, y, a=a, b=b, epsilon=0.1, num_iterations=int(conv.iterations),
+                     threshold=1e-6)
+    chex.assert_trees_all_close(fixed, conv, rtol=1e-10, atol=1e-14)
+
+
+def test_small_epsilon_float32_is_finite_and_accurate():
+    # C / eps reaches 1e4: exp(-C / eps) underflows everywhere, the
+    # log-domain updates must not.
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(20, 2)).astype(np.float32)
+    y = (rng.normal(size=(25, 2)) + 5).astype(np.float32)
+    exact = ot.emd2(np.full(20, 1 / 20), np.full(25, 1 / 25),
+                    _numpy_cost(x, y, "sqeuclidean").astype(np.float64))
+    out = sinkhorn(x, y, epsilon=1e-2, threshold=1e-3, max_iterations=5000)
+    chex.assert_tree_all_finite((out.cost, out.regularized_cost, out.f, out.g))
+    assert bool(out.converged)
+    np.testing.assert_allclose(out.cost, exact, rtol=1e-3)
+    # Far beyond float32's resolution of C / eps (1e6): inaccurate, but finite.
+    out = sinkhorn(x, y + 25, epsilon=1e-3, threshold=1e-3, max_iterations=500)
+    chex.assert_tree_all_finite((out.cost, out.regularized_cost, out.f, out.g))
+    grad = jax.grad(lambda x: sinkhorn(x, y + 25, epsilon=1e-3, num_iterations=20).cost)(x)
+    chex.assert_tree_all_finite(grad)
+
+
+def test_translation_invariance_float32():
+    x, y, _, _ = _problem(13)
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    base = sinkhorn(x, y, epsilon=0.1, threshold=1e-5)
+    shifted = sinkhorn(x + 1000.0, y + 1000.0, epsilon=0.1, threshold=1e-5)
+    np.testing.assert_allclose(shifted.cost, base.cost, rtol=1e-3)
+
+
+def test_zero_weights_are_ignored_and_gradients_finite():
+    x, y, a, b = _problem(14, weights=False)
+    a = np.concatenate([a[:-5] * 30 / 25, np.zeros(5)])
+    out = sinkhorn(x, y, a=a, epsilon=0.1, threshold=1e-6)
+    ref = sinkhorn(x[:-5], y, epsilon=0.1, threshold=1e-6)
+    np.testing.assert_allclose(out.cost, ref.cost, rtol=1e-5)
+    grads = jax.grad(lambda x, a: sinkhorn(x, y, a=a, epsilon=0.1).cost, (0, 1))(x, a)
+    chex.assert_tree_all_finite(grads)
+
+
+# -------------------------------------------------------------- divergence
+
+
+def test_divergence_matches_ott(x64):
+    x, y, a, b = _problem(15)
+    # The self-transport terms converge slowly with alternating updates (their
+    # plans are nearly diagonal); the dual value is accurate long before.
+    out = sinkhorn_divergence(x, y, a=a, b=b, epsilon=0.1, threshold=1e-6,
+                              max_iterations=50_000)
+    assert isinstance(out, SinkhornDivergenceOutput) and bool(out.converged)
+    ref, _ = ott_divergence.sinkhorn_divergence(
+        pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), a=jnp.asarray(a),
+        b=jnp.asarray(b), epsilon=0.1, solve_kwargs=dict(threshold=1e-11),
+    )
+    np.testing.assert_allclose(out.divergence, ref, rtol=1e-5)
+
+
+def test_divergence_properties():
+    x, y, _, _ = _problem(16)
+    self_div = sinkhorn_divergence(x, x, epsilon=0.1, threshold=1e-5).divergence
+    assert abs(float(self_div)) < 1e-6
+    xy = sinkhorn_divergence(x, y, epsilon=0.1, threshold=1e-5).divergence
+    yx = sinkhorn_divergence(y, x, epsilon=0.1, threshold=1e-5).divergence
+    assert float(xy) > 0.1
+    np.testing.assert_allclose(xy, yx, rtol=1e-4)
+    # OT_eps(x, y) itself is biased: it is > 0 between a cloud and itself.
+    assert float(sinkhorn(x, x, epsilon=0.1).regularized_cost) > 0.01
+    # Moving y towards x decreases the divergence.
+    closer = sinkhorn_divergence(x, 0.5 * (x[:30] + y[:30]), epsilon=0.1).divergence
+    assert 0 < float(closer) < float(xy)
+
+
+# --------------------------------------------------------------- gradients
+
+
+@pytest.mark.parametrize("num_iterations", [None, 60])
+def test_gradients_match_finite_differences(num_iterations, x64):
+    x, y, a, b = _problem(17, n=12, m=15, d=2)
+    kwargs = dict(epsilon=0.3, threshold=1e-12, max_iterations=20_000,
+                  num_iterations=num_iterations)
+
+    def transport_cost(x, y, epsilon):
+        return sinkhorn(x, y, a=a, b=b, **dict(kwargs, epsilon=epsilon)).cost
+
+    def regularized(x, y):
+        return sinkhorn(x, y, a=a, b=b, cost="euclidean", **kwargs).regularized_cost
+
+    check_grads(transport_cost, (x, y, 0.3), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+    check_grads(regularized, (x, y), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+    # Weights: along the simplex (a direction summing to zero).
+    def of_weights(a, b):
+        return sinkhorn(x, y, a=a, b=b, **kwargs).cost
+
+    rng = np.random.default_rng(0)
+    da, db = rng.normal(size=12), rng.normal(size=15)
+    da, db = da - da.mean(), db - db.mean()
+    ga, gb = jax.grad(of_weights, (0, 1))(a, b)
+    h = 1e-6
+    fd = (of_weights(a + h * da, b + h * db) - of_weights(a - h * da, b - h * db)) / (2 * h)
+    np.testing.assert_allclose(ga @ da + gb @ db, fd, rtol=1e-6)
+
+
+def test_implicit_gradient_is_not_the_frozen_potential_gradient(x64):
+    # A wrong backward pass that treats f, g as constants gives d<P, C>/dC = P
+    # + (terms from P's C-dependence at fixed f, g); the two differ.
+    x, y, a, b = _problem(18, n=10, m=10, d=2)
+    grad = jax.grad(lambda x: sinkhorn(x, y, epsilon=0.5, threshold=1e-12).cost)(x)
+
+    def frozen(x):
+        out = sinkhorn(x, y, epsilon=0.5, threshold=1e-12)
+        f, g = jax.lax.stop_gradient((out.f, out.g))
+        c = jnp.sum((x[:, None] - y[None]) ** 2, -1)
+        p = jnp.exp((f[:, None] + g[None] - c) / 0.5) / 100
+        return jnp.sum(p * c)
+
+    assert np.abs(np.asarray(grad) - np.asarray(jax.grad(frozen)(x))).max() > 1e-3
+
+
+def test_divergence_gradient_vanishes_at_equality(x64):
+    x, _, _, _ = _problem(19, n=15, d=2)
+    grad = jax.grad(lambda y: sinkhorn_divergence(x, y, epsilon=0.2, threshold=1e-12,
+                                                  max_iterations=20_000).divergence)(x)
+    np.testing.assert_allclose(grad, 0, atol=1e-8)
+
+
+# ------------------------------------------------------------ jit and vmap
+
+
+def test_vmap_fixed_mode_equals_python_loop():
+    rng = np.random.default_rng(20)
+    xs = rng.normal(size=(4, 16, 2)).astype(np.float32)
+    ys = rng.normal(size=(4, 20, 2)).astype(np.float32) + 1
+    eps = np.float32([0.05, 0.1, 0.2, 0.5])
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def batched(xs, ys, eps):
+        return jax.vmap(lambda x, y, e: sinkhorn(x, y, epsilon=e, num_iterations=50))(
+            xs, ys, eps
+        )
+
+    out = batched(xs, ys, eps)
+    batched(xs + 1, ys, eps)  # no retrace
+    for i in range(4):
+        ref = sinkhorn(xs[i], ys[i], epsilon=float(eps[i]), num_iterations=50)
+        chex.assert_trees_all_close(jax.tree.map(lambda v: v[i], out), ref, rtol=1e-5,
+                                    atol=1e-6)
+
+
+def test_vmap_convergence_mode_and_gradient():
+    rng = np.random.default_rng(21)
+    xs = rng.normal(size=(3, 12, 2)).astype(np.float32)
+    y = rng.normal(size=(14, 2)).astype(np.float32)
+    loss = lambda x: sinkhorn(x, y, epsilon=0.1, threshold=1e-5).cost  # noqa: E731
+    grads = jax.vmap(jax.grad(loss))(xs)
+    for i in range(3):
+        np.testing.assert_allclose(grads[i], jax.grad(loss)(xs[i]), rtol=1e-4, atol=1e-6)
+
+
+def test_traced_epsilon_and_threshold_do_not_retrace():
+    x, y, _, _ = _problem(22)
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def f(eps, threshold):
+        return sinkhorn(x, y, epsilon=eps, threshold=threshold).cost
+
+    for eps, thr in ((0.1, 1e-3), (0.3, 1e-4)):
+        np.testing.assert_allclose(
+            f(jnp.float32(eps), jnp.float32(thr)),
+            sinkhorn(x, y, epsilon=eps, threshold=thr).cost, rtol=1e-5,
+        )
+
+
+class SinkhornJitTest(chex.TestCase):
+    @chex.variants(with_jit=True, without_jit=True)
+    def test_jit_matches_reference(self):
+        x, y, a, b = _problem(23)
+        x, y, a, b = (v.astype(np.float32) for v in (x, y, a, b))
+        fn = self.variant(lambda x, y, a, b: sinkhorn(x, y, a=a, b=b, epsilon=0.2,
+                                                      threshold=1e-5))
+        ref = ot.sinkhorn2(a.astype(np.float64), b.astype(np.float64),
+                           _numpy_cost(x, y, "sqeuclidean").astype(np.float64), 0.2,
+                           method="sinkhorn_log", stopThr=1e-10, numItermax=10_000)
+        np.testing.assert_allclose(fn(x, y, a, b).cost, ref, rtol=1e-4)
+
+
+# --------------------------------------------------------------- bad input
+
+_X = np.zeros((4, 2))
+_Y = np.ones((5, 2))
+
+
+@pytest.mark.parametrize(
+    "x, y, kwargs, match",
+    [
+        (np.zeros(4), _Y, {}, "x must be"),
+        (_X, np.zeros((5, 2, 1)), {}, "y must be"),
+        (np.zeros((0, 2)), _Y, {}, "at least one point"),
+        (_X, np.zeros((0, 2)), {}, "at least one point"),
+        (_X, np.ones((5, 3)), {}, "same dimension"),
+        (_X, _Y, dict(epsilon=0.0), "epsilon"),
+        (_X, _Y, dict(epsilon=-1.0), "epsilon"),
+        (_X, _Y, dict(epsilon=float("nan")), "epsilon"),
+        (_X, _Y, dict(epsilon=np.ones(2)), "epsilon must be a scalar"),
+        (_X, _Y, dict(a=np.full(3, 1 / 3)), "a must have shape"),
+        (_X, _Y, dict(b=np.full((5, 1), 0.2)), "b must have shape"),
+        (_X, _Y, dict(a=np.array([0.5, 0.5, 0.5, -0.5])), "non-negative"),
+        (_X, _Y, dict(b=np.full(5, 0.25)), "sum to 1"),
+        (_X, _Y, dict(cost="cosine"), "cost must be one of"),
+        (_X, _Y, dict(threshold=0.0), "threshold"),
+        (_X, _Y, dict(max_iterations=0), "max_iterations"),
+        (_X, _Y, dict(num_iterations=0), "num_iterations"),
+        (_X, _Y, dict(inner_iterations=2.5), "inner_iterations"),
+    ],
+)
+def test_bad_input_raises(x, y, kwargs, match):
+    kwargs = dict(dict(epsilon=0.1), **kwargs)
+    with pytest.raises(ValueError, match=match):
+        sinkhorn(x, y, **kwargs)
+    if "a" not in kwargs and "b" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            sinkhorn_divergence(x, y, **kwargs)
+
+
+def test_bad_input_raises_under_jit_for_static_properties():
+    with pytest.raises(ValueError, match="same dimension"):
+        jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.1))(_X, np.ones((5, 3)))
+
+
+def test_hyper_parameters_are_keyword_only():
+    with pytest.raises(TypeError):
+        sinkhorn(_X, _Y, 0.1)  # positional epsilon
