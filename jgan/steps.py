@@ -14,7 +14,11 @@ One call performs Goodfellow's Algorithm 1 for one generator update:
 2. one generator update. With ``unroll_steps = K > 0`` the generator's loss is
    evaluated on the discriminator after K further differentiable updates of
    its own (Metz et al. 2016, :func:`jgan.unroll.unroll_discriminator`); the
-   discriminator's own update in step 1 stays the ordinary one.
+   discriminator's own update in step 1 stays the ordinary one. With
+   ``sinkhorn_weight > 0`` the generator's objective also has the debiased
+   Sinkhorn divergence between G(z) and the real batch (minibatch OT,
+   Genevay et al. 2018); with ``adversarial_weight = 0`` it is the whole
+   objective.
 
 Networks are plain apply functions, so any library works:
 
@@ -43,6 +47,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan import penalties
+from jgan.metrics import sinkhorn_divergence
 from jgan.unroll import check_unroll_steps, unroll_discriminator
 
 __all__ = [
@@ -317,6 +322,10 @@ def make_train_step(
     latent_sampler: Callable[[jax.Array, int], jax.Array] | None = None,
     g_stateful: bool = False,
     d_stateful: bool = False,
+    adversarial_weight: float = 1.0,
+    sinkhorn_weight: float = 0.0,
+    sinkhorn_epsilon: float = 0.1,
+    sinkhorn_iterations: int | None = 100,
 ) -> Callable[[GANState, Batch], tuple[GANState, dict[str, jax.Array]]]:
     """Builds a GAN train step ``(state, batch) -> (state, metrics)``.
 
@@ -363,6 +372,19 @@ def make_train_step(
         dimension ``latent_dim``.
       g_stateful: the generator uses the stateful convention.
       d_stateful: the discriminator uses the stateful convention.
+      adversarial_weight: the weight of the adversarial generator loss in
+        the generator's objective (1; 0 drops it, e.g. for a Sinkhorn-only
+        generator).
+      sinkhorn_weight: λ; adds λ·S_ε(G(z), x) to the generator's objective,
+        the debiased Sinkhorn divergence (:func:`jgan.metrics.sinkhorn_divergence`,
+        squared-Euclidean cost on flattened samples) between the generated
+        and the real batch. Under ``axis_name`` each device uses its own
+        part of the batch (minibatch OT per device).
+      sinkhorn_epsilon: ε of that divergence, absolute, in squared data
+        units.
+      sinkhorn_iterations: Sinkhorn iterations per problem, a fixed number
+        (differentiated by unrolling them; 100), or ``None`` to iterate to a
+        marginal error of 1e-3 (implicit differentiation).
 
     Returns:
       ``train_step(state, batch) -> (state, metrics)``. ``batch`` is an array
@@ -373,7 +395,8 @@ def make_train_step(
       and ``d_fake`` (mean D(x) and D(G(z)); probabilities for the
       sigmoid-based families, raw scores otherwise), ``d_grad_norm`` and
       ``g_grad_norm``, the penalties that are on, ``wasserstein`` (E D(x) −
-      E D(G(z)) for the Wasserstein family) and ``nonfinite`` (1 if a loss or
+      E D(G(z)) for the Wasserstein family), ``sinkhorn`` (when it is on) and
+      ``nonfinite`` (1 if a loss or
       gradient was not finite). Discriminator metrics are means over the k
       updates.
 
@@ -396,6 +419,13 @@ def make_train_step(
     r2_weight = _check_nonnegative("r2", r2)
     if weight_clip is not None:
         weight_clip = _check_nonnegative("weight_clip", weight_clip)
+    adversarial_weight = _check_nonnegative("adversarial_weight", adversarial_weight)
+    sinkhorn_weight = _check_nonnegative("sinkhorn_weight", sinkhorn_weight)
+    if sinkhorn_weight > 0:
+        if not sinkhorn_epsilon > 0:
+            raise ValueError(f"sinkhorn_epsilon must be > 0, got {sinkhorn_epsilon}.")
+        if sinkhorn_iterations is not None:
+            sinkhorn_iterations = _check_int("sinkhorn_iterations", sinkhorn_iterations, 1)
     if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
         raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
     if latent_sampler is None:
@@ -509,7 +539,8 @@ def make_train_step(
         fake_out, d_mstate = disc(d_params, d_mstate, fake_in, *y)
         fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
         g_loss = family.g_loss(fake_out)
-        objective = g_loss
+        objective = adversarial_weight * g_loss
+        extra = {}
         if unroll_steps:
             # Metz et al.'s surrogate f(θ_G, θ_D^K) keeps the real-data term
             # (E log D_K(x) for the minimax game): it depends on θ_G through
@@ -519,11 +550,20 @@ def make_train_step(
             real_in = pack_samples(real, pack)
             real_out, _ = disc(d_params, d_mstate, real_in, *y)
             real_out = _check_output(real_out, real_in.shape[0], "real")
-            objective = g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out))
+            objective = adversarial_weight * (g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out)))
             # These forward passes ran the unrolled θ_D^K, not the stored
             # discriminator: its statistics stay as they were.
             d_mstate = d_mstate_in
-        return objective, (g_loss, g_mstate, d_mstate)
+        if sinkhorn_weight > 0:
+            n = fake.shape[0]
+            extra["sinkhorn"] = sinkhorn_divergence(
+                fake.reshape(n, -1),
+                lax.stop_gradient(real).reshape(n, -1),
+                epsilon=sinkhorn_epsilon,
+                num_iterations=sinkhorn_iterations,
+            ).divergence
+            objective = objective + sinkhorn_weight * extra["sinkhorn"]
+        return objective, (g_loss, g_mstate, d_mstate, extra)
 
     def train_step(state: GANState, batch: Batch) -> tuple[GANState, dict[str, jax.Array]]:
         if not isinstance(state, GANState):
@@ -557,7 +597,7 @@ def make_train_step(
 
         z_key, unroll_key = jax.random.split(keys[d_steps])
         z = draw(z_key, latent_sampler, last_real.shape[0])
-        (_, (g_loss, g_mstate, d_mstate)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
+        (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
             state.g_params, g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
         )
         g_grads = _pmean_floats(g_grads, axis_name)
@@ -568,6 +608,7 @@ def make_train_step(
             g_ema = optax.incremental_update(g_params, g_ema, 1.0 - ema_decay)
 
         metrics["g_loss"] = g_loss
+        metrics.update(g_extra)
         metrics["g_grad_norm"] = optax.tree.norm(g_grads)
         metrics = _pmean_floats(metrics, axis_name)
         finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
