@@ -18,17 +18,47 @@ Example::
 from jgan.models._apply import init_model
 from jgan.models._apply import make_apply
 from jgan.models._apply import split_variables
+from jgan.models._classifier import ClassifierOutput
+from jgan.models._classifier import DigitClassifier
+from jgan.models._classifier import load_classifier
+from jgan.models._classifier import make_classifier_fn
+from jgan.models._classifier import save_classifier
 from jgan.models._dcgan import DCGANDiscriminator
 from jgan.models._dcgan import DCGANGenerator
+from jgan.models._inception import FID_WEIGHTS_FILENAME
+from jgan.models._inception import FID_WEIGHTS_NATIVE_FILENAME
+from jgan.models._inception import FID_WEIGHTS_URL
+from jgan.models._inception import InceptionOutput
+from jgan.models._inception import InceptionV3
+from jgan.models._inception import convert_fid_inception_weights
+from jgan.models._inception import load_fid_inception
+from jgan.models._inception import make_inception_features
+from jgan.models._inception import read_torch_state_dict
+from jgan.models._inception import save_fid_inception
 from jgan.models._mlp import MLPDiscriminator
 from jgan.models._mlp import MLPGenerator
 
 __all__ = [
+    "ClassifierOutput",
+    "convert_fid_inception_weights",
     "DCGANDiscriminator",
     "DCGANGenerator",
+    "DigitClassifier",
+    "FID_WEIGHTS_FILENAME",
+    "FID_WEIGHTS_NATIVE_FILENAME",
+    "FID_WEIGHTS_URL",
+    "InceptionOutput",
+    "InceptionV3",
+    "init_model",
+    "load_classifier",
+    "load_fid_inception",
+    "make_apply",
+    "make_classifier_fn",
+    "make_inception_features",
     "MLPDiscriminator",
     "MLPGenerator",
-    "init_model",
-    "make_apply",
+    "read_torch_state_dict",
+    "save_classifier",
+    "save_fid_inception",
     "split_variables",
 ]
