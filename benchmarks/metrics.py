@@ -1,0 +1,329 @@
+"""Evaluation metrics: jgan versus OTT-JAX and POT.
+
+Sections (each a function returning rows; ``main`` prints each as a markdown
+table and collects them into the ``--out`` JSON):
+
+- ``sinkhorn_fixed``: the same epsilon and the same number T of log-domain
+  Sinkhorn iterations for all three libraries, from the same start (so the
+  same iterates in exact arithmetic): jgan ``sinkhorn(num_iterations=T)`` and
+  OTT-JAX ``linear.solve(min_iterations=max_iterations=T)`` jitted, POT
+  ``ot.sinkhorn2(method="sinkhorn_log", numItermax=T, stopThr=0)`` on numpy.
+  Reported: median wall time of a call (after a warm-up / compile call, with
+  ``jax.block_until_ready``), the achieved marginal error
+  ``sum_j |sum_i P_ij - b_j|`` (computed by this script from each library's
+  plan, in float64) and the transport cost ``<P, C>``.
+- ``sinkhorn_converged``: each library's own stopping rule, run to the same
+  threshold on its marginal error (checked every 10 iterations by all three;
+  POT's is the L2 norm of the same difference, the others' the L1 norm).
+- ``kernel_bound``: what bounds an iteration: the time of one jgan iteration
+  divided by two passes of a bare ``sum(exp(.))`` over an ``[n, m]`` matrix,
+  and the achieved exponentials per second.
+- ``frechet``: jgan's ``frechet_distance`` (two symmetric eigendecompositions,
+  jitted; float64 and float32) against pytorch-fid's formula (scipy's
+  ``sqrtm`` of the non-symmetric product, float64) on the statistics of
+  correlated random features, d = 64 and 2048: time and relative difference.
+
+Usage::
+
+    python benchmarks/metrics.py --sizes 256 1024 4096 --dims 2 64 \\
+        --iterations 100 --repeats 5 --out runs/metrics
+    python benchmarks/metrics.py --sizes 256 --dims 2 --repeats 3   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jgan.metrics import frechet_distance, sinkhorn
+
+
+def _median_time(fn, repeats):
+    """Median wall seconds of ``fn()`` after one warm-up call."""
+    jax.block_until_ready(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _problem(n, d, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (rng.normal(size=(n, d)) * 0.8 + 0.5).astype(np.float32)
+    return x, y
+
+
+def _epsilon(d):
+    # About 5 % of the mean squared distance (which is about 2 d here).
+    return 0.1 * d
+
+
+def _error_and_cost(plan, x, y):
+    plan = np.asarray(plan, np.float64)
+    x64, y64 = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    c = (x64**2).sum(1)[:, None] + (y64**2).sum(1)[None] - 2 * x64 @ y64.T
+    b = np.full(plan.shape[1], 1 / plan.shape[1])
+    return float(np.abs(plan.sum(0) - b).sum()), float((plan * np.maximum(c, 0)).sum())
+
+
+def _ott_solve(x, y, epsilon, **kwargs):
+    from ott.geometry import pointcloud
+    from ott.solvers import linear
+
+    out = linear.solve(pointcloud.PointCloud(x, y, epsilon=epsilon), **kwargs)
+    return out.matrix, out.n_iters
+
+
+def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
+    """Same epsilon, same iterations: time, marginal error, cost."""
+    import ot
+
+    rows = []
+    for d in dims:
+        for n in sizes:
+            x, y = _problem(n, d)
+            eps = _epsilon(d)
+            t = iterations
+            jgan_fn = jax.jit(
+                lambda x, y: sinkhorn(x, y, epsilon=eps, num_iterations=t, return_plan=True)
+            )
+            ott_fn = jax.jit(
+                lambda x, y: _ott_solve(
+                    x, y, eps, threshold=-1.0, min_iterations=t, max_iterations=t,
+                    inner_iterations=t,
+                )
+            )
+            xj, yj = jnp.asarray(x), jnp.asarray(y)
+            results = {
+                "jgan": (_median_time(lambda: jgan_fn(xj, yj), repeats), jgan_fn(xj, yj).plan),
+                "ott": (_median_time(lambda: ott_fn(xj, yj), repeats), ott_fn(xj, yj)[0]),
+            }
+            if n <= pot_max_n:
+                a = np.full(n, 1 / n, np.float32)
+                m_cost = ot.dist(x, y)
+
+                def pot_fn():
+                    return ot.sinkhorn(a, a, m_cost, eps, method="sinkhorn_log",
+                                       numItermax=t, stopThr=0.0, warn=False)
+
+                results["pot"] = (_median_time(pot_fn, max(1, min(repeats, 3))), pot_fn())
+            base = results["jgan"][0]
+            for lib, (seconds, plan) in results.items():
+                error, cost = _error_and_cost(plan, x, y)
+                rows.append(dict(
+                    n=n, d=d, epsilon=eps, iterations=t, library=lib,
+                    time_ms=1e3 * seconds, vs_jgan=seconds / base,
+                    marginal_error=error, cost=cost,
+                ))
+    return rows
+
+
+def sinkhorn_converged(sizes, dims, threshold, repeats, pot_max_n):
+    """Each library's default stopping rule at the same threshold."""
+    import ot
+
+    rows = []
+    for d in dims:
+        for n in sizes:
+            x, y = _problem(n, d)
+            eps = _epsilon(d)
+            xj, yj = jnp.asarray(x), jnp.asarray(y)
+            jgan_fn = jax.jit(
+                lambda x, y: sinkhorn(x, y, epsilon=eps, threshold=threshold,
+                                      max_iterations=10_000, return_plan=True)
+            )
+            ott_fn = jax.jit(
+                lambda x, y: _ott_solve(x, y, eps, threshold=threshold, max_iterations=10_000)
+            )
+            out = jgan_fn(xj, yj)
+            ott_out = ott_fn(xj, yj)
+            results = {
+                "jgan": (_median_time(lambda: jgan_fn(xj, yj), repeats), out.plan,
+                         int(out.iterations)),
+                "ott": (_median_time(lambda: ott_fn(xj, yj), repeats), ott_out[0],
+                        int(ott_out[1])),
+            }
+            if n <= pot_max_n:
+                a = np.full(n, 1 / n, np.float32)
+                m_cost = ot.dist(x, y)
+
+                def pot_fn():
+                    return ot.sinkhorn(a, a, m_cost, eps, method="sinkhorn_log",
+                                       numItermax=10_000, stopThr=threshold, log=True,
+                                       warn=False)
+
+                plan, log = pot_fn()
+                results["pot"] = (_median_time(pot_fn, max(1, min(repeats, 3))), plan,
+                                  int(log["niter"]) + 1)
+            base = results["jgan"][0]
+            for lib, (seconds, plan, iters) in results.items():
+                error, cost = _error_and_cost(plan, x, y)
+                rows.append(dict(
+                    n=n, d=d, epsilon=eps, threshold=threshold, library=lib,
+                    iterations=iters, time_ms=1e3 * seconds, vs_jgan=seconds / base,
+                    marginal_error=error, cost=cost,
+                ))
+    return rows
+
+
+def kernel_bound(sizes, iterations, repeats):
+    """One jgan iteration versus two bare exp-and-sum passes."""
+    rows = []
+    for n in sizes:
+        x, y = _problem(n, 2)
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+        t = iterations
+        fn = jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.2, num_iterations=t).cost)
+        one = jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.2, num_iterations=1).cost)
+        per_iteration = (_median_time(lambda: fn(xj, yj), repeats)
+                         - _median_time(lambda: one(xj, yj), repeats)) / (t - 1)
+        z = jax.random.normal(jax.random.key(0), (n, n))
+        bare = jax.jit(lambda z: jnp.sum(jnp.exp(z), axis=1))
+        pass_seconds = _median_time(lambda: bare(z), max(repeats, 10))
+        rows.append(dict(
+            n=n, iteration_ms=1e3 * per_iteration, bare_pass_ms=1e3 * pass_seconds,
+            iteration_over_two_passes=per_iteration / (2 * pass_seconds),
+            exp_per_s_iteration=2 * n * n / per_iteration,
+            exp_per_s_bare=n * n / pass_seconds,
+        ))
+    return rows
+
+
+def _frechet_scipy(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """pytorch-fid's ``calculate_frechet_distance``: scipy's ``sqrtm`` of the product."""
+    from scipy import linalg
+
+    diff = mu1 - mu2
+    with warnings.catch_warnings():  # scipy >= 1.16 deprecates ``disp``; pytorch-fid passes it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def frechet(dims, samples, repeats):
+    """jgan's ``frechet_distance`` (eigh, jitted) versus pytorch-fid's scipy path.
+
+    Gaussian statistics of ``samples`` random features (correlated, as real
+    features are) in ``d`` dimensions; float64 for both, and jgan in float32
+    too. ``rel. diff`` is relative to the scipy value.
+    """
+    rows = []
+    for d in dims:
+        rng = np.random.default_rng(d)
+        mix = rng.normal(size=(d, d)) / np.sqrt(d)
+        f1 = rng.normal(size=(samples, d)) @ mix
+        f2 = (rng.normal(size=(samples, d)) * 1.1 + 0.1) @ mix
+        mu1, mu2 = f1.mean(0), f2.mean(0)
+        s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+        _frechet_scipy(np.zeros(2), np.eye(2), np.ones(2), np.eye(2))  # imports, first-call set-up
+        times = []
+        for _ in range(repeats if d <= 512 else 1):  # sqrtm takes tens of seconds at d = 2048
+            start = time.perf_counter()
+            reference = _frechet_scipy(mu1, s1, mu2, s2)
+            times.append(time.perf_counter() - start)
+        scipy_seconds = statistics.median(times)
+        row = dict(d=d, samples=samples, scipy_s=scipy_seconds, fid=reference)
+        for name, dtype in (("float64", jnp.float64), ("float32", jnp.float32)):
+            with jax.enable_x64(dtype == jnp.float64):
+                args = [jnp.asarray(a, dtype) for a in (mu1, s1, mu2, s2)]
+                fn = jax.jit(frechet_distance)
+                seconds = _median_time(lambda: fn(*args), repeats)
+                value = float(fn(*args))
+            row[f"jgan_{name}_s"] = seconds
+            row[f"speedup_{name}"] = scipy_seconds / seconds
+            row[f"rel_diff_{name}"] = abs(value - reference) / abs(reference)
+        rows.append(row)
+    return rows
+
+
+def _format(value):
+    if isinstance(value, float):
+        if value == 0 or 1e-2 <= abs(value) < 1e5:
+            return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+        return f"{value:.2e}"
+    return str(value)
+
+
+def print_table(title, rows):
+    """Prints ``rows`` (dicts with the same keys) as a markdown table."""
+    print(f"\n### {title}\n")
+    if not rows:
+        print("(no rows)")
+        return
+    keys = list(rows[0])
+    print("| " + " | ".join(keys) + " |")
+    print("| " + " | ".join("---:" for _ in keys) + " |")
+    for row in rows:
+        print("| " + " | ".join(_format(row[k]) for k in keys) + " |")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
+    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64])
+    parser.add_argument("--iterations", type=int, default=100)
+    parser.add_argument("--threshold", type=float, default=1e-3)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--pot-max-n", type=int, default=1024,
+                        help="skip POT above this n (it is slow at 4096)")
+    parser.add_argument("--frechet-dims", type=int, nargs="+", default=[64, 2048])
+    parser.add_argument("--frechet-samples", type=int, default=4096)
+    parser.add_argument("--sections", nargs="+",
+                        default=["sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet"])
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+
+    print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPU cores, "
+          f"{platform.machine()}, Python {platform.python_version()}; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    sections = {
+        "sinkhorn_fixed": (
+            f"Sinkhorn, same epsilon and {args.iterations} iterations (float32)",
+            lambda: sinkhorn_fixed(args.sizes, args.dims, args.iterations, args.repeats,
+                                   args.pot_max_n),
+        ),
+        "sinkhorn_converged": (
+            f"Sinkhorn, each library's stopping rule at threshold {args.threshold} (float32)",
+            lambda: sinkhorn_converged(args.sizes, args.dims, args.threshold, args.repeats,
+                                       args.pot_max_n),
+        ),
+        "kernel_bound": (
+            "Sinkhorn iteration versus two bare sum(exp) passes (d = 2, float32)",
+            lambda: kernel_bound(args.sizes, args.iterations, args.repeats),
+        ),
+        "frechet": (
+            "Fréchet distance: jgan (eigh, jitted) versus pytorch-fid's scipy sqrtm path",
+            lambda: frechet(args.frechet_dims, args.frechet_samples, args.repeats),
+        ),
+    }
+    results = {}
+    for name in args.sections:
+        title, run = sections[name]
+        rows = run()
+        print_table(title, rows)
+        results[name] = rows
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
