@@ -66,9 +66,10 @@ def test_outputs_exist_and_parse(straight_run):
         assert 0.0 <= run["high_quality"] <= 1.0
         assert 0.0 <= run["reverse_kl"] <= np.log(8) + 1e-6
         assert sum(run["counts"]) == round(run["high_quality"] * 2500)
-        assert run["sinkhorn"] is None
+        assert run["sinkhorn"]["divergence"] >= metrics["sinkhorn"]["data_floor"]["divergence"] >= 0
+        assert run["sinkhorn"]["transport_cost"] > 0
         assert [h["step"] for h in run["history"]] == [0, 6, 12]
-    assert metrics["sinkhorn"] is None
+    assert metrics["sinkhorn"]["epsilon"] == um.SINKHORN_EPSILON
     assert metrics["config"]["steps"] == STEPS and metrics["config"]["unroll_steps"] == 2
     assert metrics["command_line"][:2] == ["--steps", "12"]
     assert metrics["wall_time_s"] > 0
