@@ -547,3 +547,26 @@ def test_mlp_default_architecture_is_metz_et_al():
     with nn.intercept_methods(interceptor):
         generator.apply({"params": params}, z)
     assert float(jnp.min(hidden[0])) == 0.0
+
+
+@pytest.mark.parametrize("normalization", ["layer", "none"])
+def test_critic_without_batch_norm_scores_each_example_alone(normalization):
+    """A WGAN-GP critic must not couple examples: D(x)[0] is D(x[:1]) whatever the batch."""
+    critic = models.DCGANDiscriminator(features=4, normalization=normalization)
+    x = _images(jax.random.key(3), 32, 1, batch=5)
+    params, state = _init(critic, x)
+    assert state == {}
+    apply = models.make_apply(critic, stateful=False)
+    scores = apply(params, x)
+    for i in range(5):
+        np.testing.assert_allclose(apply(params, x[i : i + 1]), scores[i : i + 1], rtol=1e-5, atol=1e-6)
+    # In training mode BatchNorm couples the examples of a batch, for contrast.
+    bn = models.DCGANDiscriminator(features=4)
+    bn_params, bn_state = _init(bn, x)
+    bn_apply = models.make_apply(bn, stateful=True)
+    assert not np.allclose(bn_apply(bn_params, bn_state, x)[0][:1], bn_apply(bn_params, bn_state, x[:1])[0], atol=1e-4)
+
+
+def test_unknown_normalization_is_an_error():
+    with pytest.raises(ValueError, match="normalization"):
+        _init(models.DCGANDiscriminator(features=4, normalization="group"), jnp.zeros((1, 32, 32, 1)))

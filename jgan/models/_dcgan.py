@@ -129,11 +129,17 @@ class DCGANDiscriminator(nn.Module):
         momentum: BatchNorm momentum of the running averages.
         axis_name: if set, BatchNorm statistics are averaged over this mapped
             axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+        normalization: ``"batch"`` (DCGAN; the stateful apply convention),
+            ``"layer"`` (per-example LayerNorm over each feature map, the
+            WGAN-GP critic's choice: a gradient penalty is per example, which
+            batch statistics would couple) or ``"none"``; the last two hold
+            parameters only (the stateless convention).
     """
 
     features: int = 64
     momentum: float = 0.9
     axis_name: str | None = None
+    normalization: str = "batch"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
@@ -148,13 +154,21 @@ class DCGANDiscriminator(nn.Module):
         Returns:
             logits ``[batch]``.
         """
+        if self.normalization not in ("batch", "layer", "none"):
+            raise ValueError(f"normalization must be 'batch', 'layer' or 'none', got {self.normalization!r}.")
         width = self.features
-        # The input layer has no BatchNorm.
+        # The input layer has no normalisation.
         x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
         x = nn.leaky_relu(x, _LEAKY_SLOPE)
         while max(x.shape[1:3]) > 7:
             width *= 2
-            x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT)(x)
-            x = nn.leaky_relu(_batch_norm(train, self.momentum, self.axis_name)(x), _LEAKY_SLOPE)
+            x = nn.Conv(
+                width, (4, 4), strides=(2, 2), padding="SAME", use_bias=self.normalization == "none", kernel_init=_KERNEL_INIT
+            )(x)
+            if self.normalization == "batch":
+                x = _batch_norm(train, self.momentum, self.axis_name)(x)
+            elif self.normalization == "layer":
+                x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
+            x = nn.leaky_relu(x, _LEAKY_SLOPE)
         x = nn.Conv(1, x.shape[1:3], padding="VALID", kernel_init=_KERNEL_INIT, name="logit")(x)
         return jnp.reshape(x, (x.shape[0],))
