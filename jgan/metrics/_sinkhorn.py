@@ -52,8 +52,10 @@ class SinkhornDivergenceOutput(NamedTuple):
       divergence: ``OT_eps(x, y) - OT_eps(x, x) / 2 - OT_eps(y, y) / 2``, a
         scalar.
       xy: the ``SinkhornOutput`` of ``x`` to ``y``.
-      xx: the ``SinkhornOutput`` of ``x`` to itself.
-      yy: the ``SinkhornOutput`` of ``y`` to itself.
+      xx: the ``SinkhornOutput`` of ``x`` to itself, solved by symmetric
+        updates: ``f == g``, and ``iterations`` counts symmetric updates
+        (one pass over the cost matrix each, not two).
+      yy: the ``SinkhornOutput`` of ``y`` to itself, likewise.
       converged: whether all three problems converged, a bool scalar.
     """
 
@@ -106,8 +108,23 @@ def _check_count(value: Any, what: str) -> int:
     return value
 
 
-def _prepare(x, y, a, b, epsilon, cost):
-    """Validates the inputs and casts them to one floating dtype."""
+def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
+             num_iterations):
+    """Validates the inputs and casts the arrays to one floating dtype.
+
+    Returns ``(x, y, a, b, epsilon, threshold, static)``, ``static`` the
+    keyword arguments of the jitted solvers that are compile-time constants.
+    """
+    static = dict(
+        cost=cost,
+        max_iterations=_check_count(max_iterations, "max_iterations"),
+        inner_iterations=_check_count(inner_iterations, "inner_iterations"),
+        num_iterations=(
+            None if num_iterations is None
+            else _check_count(num_iterations, "num_iterations")
+        ),
+    )
+    _check_positive_scalar(threshold, "threshold")
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.ndim != 2:
@@ -136,7 +153,8 @@ def _prepare(x, y, a, b, epsilon, cost):
         raise ValueError(f"x, y, a and b must be real, got {dtype}.")
     a = jnp.full((n,), 1.0 / n, dtype) if a is None else jnp.asarray(a, dtype)
     b = jnp.full((m,), 1.0 / m, dtype) if b is None else jnp.asarray(b, dtype)
-    return x.astype(dtype), y.astype(dtype), a, b, jnp.asarray(epsilon, dtype)
+    return (x.astype(dtype), y.astype(dtype), a, b, jnp.asarray(epsilon, dtype),
+            jnp.asarray(threshold, dtype), static)
 
 
 # ----------------------------------------------------------------- kernels
@@ -160,6 +178,17 @@ def _cost_matrix(x, y, cost):
     # sqrt has an infinite derivative at 0; use 0 there (a subgradient).
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
+
+
+def _self_cost_matrix(x, cost):
+    """``[n, n]`` ground costs of ``x`` to itself, with an exact zero diagonal.
+
+    The expansion ``|x|^2 + |x|^2 - 2 x.x`` leaves rounding noise on the
+    diagonal; for ``"euclidean"`` its square root would be ``O(sqrt(eps))``
+    instead of 0, with a spurious, large derivative.
+    """
+    c = _cost_matrix(x, x, cost)
+    return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0, c)
 
 
 def _safe_log(w):
@@ -326,6 +355,60 @@ def _iterate_fixed(c, a, b, epsilon, num_iterations):
     return _fix_gauge(epsilon * f_hat, epsilon * g_hat, a, b)
 
 
+def _symmetric_step(f_hat, c_hat, log_a):
+    """``(f + T(f)) / 2`` (over ``epsilon``): one symmetric Sinkhorn update.
+
+    ``T(f)`` is the row update from ``g = f`` (``_f_update``), so an update
+    costs one pass over ``c_hat``.
+    """
+    return 0.5 * (f_hat + _f_update(f_hat, f_hat, c_hat, log_a))
+
+
+def _iterate_symmetric_to_threshold(c, a, epsilon, threshold, max_iterations,
+                                    inner_iterations):
+    """Symmetric Sinkhorn in a ``while_loop`` until the marginal error is ``<= threshold``.
+
+    Returns ``(f, error, iterations)`` with ``f`` unscaled.
+    """
+    c_hat = c / epsilon
+    log_a = _safe_log(a)
+    f_start, _ = _initial_potentials(a, a, c.dtype)
+
+    # Invariant of the carry: t_hat = T(f_hat) and error is the marginal error
+    # of the plan of (f_hat, f_hat), found while computing t_hat: its column
+    # (and row) sums are a exp(f_hat - t_hat). A block of inner_iterations
+    # updates costs exactly inner_iterations passes, error check included.
+    def body(carry):
+        f_hat, t_hat, _, it = carry
+        f_hat = 0.5 * (f_hat + t_hat)
+        f_hat = lax.fori_loop(
+            0, inner_iterations - 1, lambda _, f: _symmetric_step(f, c_hat, log_a), f_hat
+        )
+        t_hat = _f_update(f_hat, f_hat, c_hat, log_a)
+        return f_hat, t_hat, _column_error(f_hat, t_hat, a), it + inner_iterations
+
+    def cond(carry):
+        error, it = carry[2], carry[3]
+        return (it < max_iterations) & ~(error <= threshold)
+
+    t_first = _f_update(f_start, f_start, c_hat, log_a)
+    init = (f_start, t_first, jnp.asarray(jnp.inf, c.dtype), jnp.int32(0))
+    f_hat, _, error, it = lax.while_loop(cond, body, init)
+    return epsilon * f_hat, error, it
+
+
+def _iterate_symmetric_fixed(c, a, epsilon, num_iterations):
+    """Exactly ``num_iterations`` symmetric Sinkhorn updates in a ``lax.scan``."""
+    c_hat = c / epsilon
+    log_a = _safe_log(a)
+    f_start, _ = _initial_potentials(a, a, c.dtype)
+    f_hat, _ = lax.scan(
+        lambda f, _: (_symmetric_step(f, c_hat, log_a), None), f_start, None,
+        length=num_iterations,
+    )
+    return epsilon * f_hat
+
+
 # ------------------------------------------------- implicit differentiation
 
 
@@ -392,6 +475,59 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, res, out_bar):
 _solve_implicit.defvjp(_solve_implicit_fwd, _solve_implicit_bwd)
 
 
+def _symmetric_optimality(f, c, a, epsilon):
+    """The residual ``P 1 - a`` of the symmetric plan ``a_i a_j exp((f_i + f_j - C_ij) / eps)``.
+
+    Its Jacobian in ``f`` is ``(diag(P 1) + P) / eps``, symmetric positive
+    definite when ``P`` has a positive diagonal (``C_ii = 0``): no gauge is
+    left once ``g = f``.
+    """
+    plan = a[:, None] * a[None, :] * jnp.exp((f[:, None] + f[None, :] - c) / epsilon)
+    return jnp.sum(plan, 1) - a
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _solve_symmetric_implicit(max_iterations, inner_iterations, c, a, epsilon, threshold):
+    return _iterate_symmetric_to_threshold(
+        c, a, epsilon, threshold, max_iterations, inner_iterations
+    )
+
+
+def _solve_symmetric_implicit_fwd(max_iterations, inner_iterations, c, a, epsilon,
+                                  threshold):
+    out = _solve_symmetric_implicit(
+        max_iterations, inner_iterations, c, a, epsilon, threshold
+    )
+    return out, (out[0], c, a, epsilon, threshold)
+
+
+def _solve_symmetric_implicit_bwd(max_iterations, inner_iterations, res, out_bar):
+    # Implicit function theorem at the root of _symmetric_optimality, as in
+    # _solve_implicit_bwd: J = (D + P) / eps with D = diag(P 1); after the
+    # Jacobi scaling D^-1/2 J D^-1/2 = (I + K) / eps, K = D^-1/2 P D^-1/2,
+    # whose eigenvalues lie in (0, 2] (K's in (-1, 1]). A nearly diagonal
+    # plan (the self-transport of a cloud at small eps) gives K ~ I: the
+    # solve is then easier, not harder.
+    f, c, a, epsilon, threshold = res
+    f_bar = out_bar[0]
+    plan = a[:, None] * a[None, :] * jnp.exp((f[:, None] + f[None, :] - c) / epsilon)
+    row = jnp.sum(plan, 1)
+    inv_sqrt_row = lax.rsqrt(jnp.where(row > 0, row, 1))  # a zero weight: empty row
+    k = inv_sqrt_row[:, None] * plan * inv_sqrt_row[None, :]
+    tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
+    y, _ = jax.scipy.sparse.linalg.cg(
+        lambda y: y + k @ y, epsilon * inv_sqrt_row * f_bar, tol=tol,
+        maxiter=max(max_iterations, 100),
+    )
+    _, vjp = jax.vjp(lambda c, a, eps: _symmetric_optimality(f, c, a, eps), c, a, epsilon)
+    c_bar, a_bar, eps_bar = vjp(inv_sqrt_row * y)
+    return -c_bar, -a_bar, -eps_bar, jnp.zeros_like(threshold)
+
+
+_solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
+                                 _solve_symmetric_implicit_bwd)
+
+
 # -------------------------------------------------------------- public API
 
 
@@ -412,23 +548,54 @@ def _sinkhorn(
     """``sinkhorn`` on validated inputs of one dtype."""
     c = _cost_matrix(x, y, cost)
     if num_iterations is None:
-        f, g, loop_error, iterations = _solve_implicit(
+        f, g, error, iterations = _solve_implicit(
             max_iterations, inner_iterations, c, a, b, epsilon, threshold
         )
     else:
         f, g = _iterate_fixed(c, a, b, epsilon, num_iterations)
-        iterations = jnp.int32(num_iterations)
+        error, iterations = None, jnp.int32(num_iterations)
+    return _output(c, a, b, f, g, epsilon, threshold, error, iterations, return_plan)
+
+
+@functools.partial(
+    jax.jit,
+    static_argnames=("cost", "max_iterations", "inner_iterations", "num_iterations"),
+)
+def _self_transport(
+    x, a, epsilon, threshold, *, cost, max_iterations, inner_iterations, num_iterations,
+):
+    """``sinkhorn(x, x, a=a, b=a)`` by symmetric updates, on validated inputs.
+
+    The potentials ``f = g`` come from the symmetric fixed point
+    ``f = T(f)``, ``T(f)_i = -eps log sum_j a_j exp((f_j - C_ij) / eps)``,
+    reached by the averaged updates ``f <- (f + T(f)) / 2`` (Feydy et al.,
+    eq. 25) from ``f = -eps log a``: a few dozen updates where the
+    alternating ones, whose plan is nearly diagonal here, take thousands.
+    ``iterations`` counts these updates (one pass over ``C`` each).
+    """
+    c = _self_cost_matrix(x, cost)
+    if num_iterations is None:
+        f, error, iterations = _solve_symmetric_implicit(
+            max_iterations, inner_iterations, c, a, epsilon, threshold
+        )
+    else:
+        f = _iterate_symmetric_fixed(c, a, epsilon, num_iterations)
+        error, iterations = None, jnp.int32(num_iterations)
+    return _output(c, a, a, f, f, epsilon, threshold, error, iterations, False)
+
+
+def _output(c, a, b, f, g, epsilon, threshold, error, iterations, return_plan):
+    """The ``SinkhornOutput`` of potentials ``f``, ``g``; ``error`` None: from the plan."""
     # One pass over the plan for its cost, mass and column marginal. The
-    # plan's entries are at most a_i (its rows sum to a after the f update),
-    # so the exponential cannot overflow.
+    # plan's entries are at most about a_i (its rows sum to about a), so the
+    # exponential cannot overflow.
     plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
     transport_cost = jnp.sum(plan * c)
     mass = jnp.sum(plan)
     regularized_cost = jnp.vdot(a, f) + jnp.vdot(b, g) - epsilon * (mass - 1)
-    if num_iterations is None:
-        error = lax.stop_gradient(loop_error)
-    else:
-        error = lax.stop_gradient(jnp.sum(jnp.abs(jnp.sum(plan, 0) - b)))
+    if error is None:
+        error = jnp.sum(jnp.abs(jnp.sum(plan, 0) - b))
+    error = lax.stop_gradient(error)
     return SinkhornOutput(
         cost=transport_cost,
         regularized_cost=regularized_cost,
@@ -529,25 +696,12 @@ def sinkhorn(
       Feydy et al., "Interpolating between Optimal Transport and MMD using
       Sinkhorn Divergences", AISTATS 2019, eq. 5 (the dual objective).
     """
-    max_iterations = _check_count(max_iterations, "max_iterations")
-    inner_iterations = _check_count(inner_iterations, "inner_iterations")
-    if num_iterations is not None:
-        num_iterations = _check_count(num_iterations, "num_iterations")
-    _check_positive_scalar(threshold, "threshold")
-    x, y, a, b, epsilon = _prepare(x, y, a, b, epsilon, cost)
-    return _sinkhorn(
-        x,
-        y,
-        a,
-        b,
-        epsilon,
-        jnp.asarray(threshold, x.dtype),
-        cost=cost,
-        max_iterations=max_iterations,
-        inner_iterations=inner_iterations,
-        num_iterations=num_iterations,
-        return_plan=bool(return_plan),
+    x, y, a, b, epsilon, threshold, static = _prepare(
+        x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
+        num_iterations,
     )
+    return _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=bool(return_plan),
+                     **static)
 
 
 def sinkhorn_divergence(
@@ -572,8 +726,24 @@ def sinkhorn_divergence(
     ``S(x, x) = 0``, ``S`` is symmetric and metrises weak convergence; with
     the transport cost ``<P, C>`` instead, ``S`` can be negative.
 
+    ``OT_eps(x, y)`` is solved by ``sinkhorn``. The two self-transport
+    problems are solved by symmetric updates of a single potential
+    (``f = g``)::
+
+        f <- (f + T(f)) / 2,   T(f)_i = -epsilon log sum_j a_j exp((f_j - C_ij) / epsilon)
+
+    starting from ``f = -epsilon log a`` (OTT-JAX's ``symmetric_sinkhorn``:
+    parallel updates with momentum 1/2, the same iterates), until the
+    marginal error of the plan ``a_i a_j exp((f_i + f_j - C_ij) / epsilon)``
+    is at most ``threshold``. This needs a few dozen updates, one pass over
+    the ``[n, n]`` cost each. Gradients: in the convergence mode, implicit
+    differentiation of the fixed point ``f = T(f)`` (a conjugate-gradient
+    solve with ``I + K``, ``K`` the Jacobi-scaled plan); in the
+    fixed-iteration mode, the ``num_iterations`` updates are differentiated.
+
     All keyword arguments are those of ``sinkhorn``, shared by the three
-    problems.
+    problems (``num_iterations`` counts symmetric updates for the two
+    self-transport problems).
 
     Args:
       x: the first point cloud, ``[n, d]``.
@@ -593,21 +763,18 @@ def sinkhorn_divergence(
 
     References:
       Feydy et al., "Interpolating between Optimal Transport and MMD using
-      Sinkhorn Divergences", AISTATS 2019, eq. 6 and Theorem 1.
+      Sinkhorn Divergences", AISTATS 2019, eq. 6 and Theorem 1 (the
+      divergence), eq. 25 (the symmetric update).
       Genevay et al., "Learning Generative Models with Sinkhorn
       Divergences", AISTATS 2018, eq. 5.
     """
-    kwargs = dict(
-        epsilon=epsilon,
-        cost=cost,
-        threshold=threshold,
-        max_iterations=max_iterations,
-        inner_iterations=inner_iterations,
-        num_iterations=num_iterations,
+    x, y, a, b, epsilon, threshold, static = _prepare(
+        x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
+        num_iterations,
     )
-    xy = sinkhorn(x, y, a=a, b=b, **kwargs)
-    xx = sinkhorn(x, x, a=a, b=a, **kwargs)
-    yy = sinkhorn(y, y, a=b, b=b, **kwargs)
+    xy = _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=False, **static)
+    xx = _self_transport(x, a, epsilon, threshold, **static)
+    yy = _self_transport(y, b, epsilon, threshold, **static)
     divergence = xy.regularized_cost - 0.5 * (xx.regularized_cost + yy.regularized_cost)
     return SinkhornDivergenceOutput(
         divergence=divergence,
