@@ -47,6 +47,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan import penalties
+from jgan._parallel import mark_varying
 from jgan.metrics import sinkhorn_divergence
 from jgan.unroll import check_unroll_steps, unroll_discriminator
 
@@ -505,8 +506,9 @@ def make_train_step(
         fake, g_mstate = gen(g_params, g_mstate, z, *y)
         _check_fake(fake, real)
         fake = lax.stop_gradient(fake)
+        # Differentiate per-device copies (see mark_varying), then average.
         grads, (d_mstate, metrics) = jax.grad(d_objective, has_aux=True)(
-            d_params, d_mstate, real, fake, labels, gp_key
+            mark_varying(d_params, axis_name), d_mstate, real, fake, labels, gp_key
         )
         grads = _pmean_floats(grads, axis_name)
         updates, opt_state = d_tx.update(grads, wrap_state(d_opt_state), d_params)
@@ -598,7 +600,7 @@ def make_train_step(
         z_key, unroll_key = jax.random.split(keys[d_steps])
         z = draw(z_key, latent_sampler, last_real.shape[0])
         (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-            state.g_params, g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
+            mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
         )
         g_grads = _pmean_floats(g_grads, axis_name)
         g_updates, g_opt_state = g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
@@ -709,3 +711,4 @@ def _check_model_state(which: str, stateful: bool, model_state) -> None:
             f"The state holds a {which}_model_state but {which}_stateful=False:"
             f" build the step with {which}_stateful=True."
         )
+

@@ -29,6 +29,8 @@ import jax
 import optax
 from jax import lax
 
+from jgan._parallel import mark_varying
+
 __all__ = ["unroll_discriminator"]
 
 PyTree = Any
@@ -113,7 +115,7 @@ def unroll_discriminator(
 
     def update(carry, _):
         params, opt_state = carry
-        grads = jax.grad(loss_fn)(params)
+        grads = jax.grad(loss_fn)(mark_varying(params, axis_name))
         if axis_name is not None:
             grads = lax.pmean(grads, axis_name)
         updates, opt_state = optimizer.update(grads, opt_state, params)
