@@ -59,6 +59,9 @@ __all__ = [
     "check_finite",
     "NonFiniteError",
     "LOSSES",
+    "CycleGANState",
+    "init_cyclegan_state",
+    "make_cyclegan_train_step",
 ]
 
 PyTree = Any
@@ -712,3 +715,8 @@ def _check_model_state(which: str, stateful: bool, model_state) -> None:
             f" build the step with {which}_stateful=True."
         )
 
+
+# The CycleGAN step (two generators, two discriminators) lives in jgan.cyclegan
+# and is re-exported here; it is imported last because it uses this module's
+# helpers (it imports them lazily, so either module may be imported first).
+from jgan.cyclegan import CycleGANState, init_cyclegan_state, make_cyclegan_train_step

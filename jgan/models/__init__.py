@@ -23,6 +23,13 @@ from jgan.models._classifier import DigitClassifier
 from jgan.models._classifier import load_classifier
 from jgan.models._classifier import make_classifier_fn
 from jgan.models._classifier import save_classifier
+from jgan.models._conditional import ConditionalDCGANGenerator
+from jgan.models._conditional import ProjectionDiscriminator
+from jgan.models._conditional import check_labels
+from jgan.models._cyclegan import PatchGANDiscriminator
+from jgan.models._cyclegan import ResnetBlock
+from jgan.models._cyclegan import ResnetGenerator
+from jgan.models._cyclegan import reflection_pad
 from jgan.models._dcgan import DCGANDiscriminator
 from jgan.models._dcgan import DCGANGenerator
 from jgan.models._inception import FID_WEIGHTS_FILENAME
@@ -39,7 +46,9 @@ from jgan.models._mlp import MLPDiscriminator
 from jgan.models._mlp import MLPGenerator
 
 __all__ = [
+    "check_labels",
     "ClassifierOutput",
+    "ConditionalDCGANGenerator",
     "convert_fid_inception_weights",
     "DCGANDiscriminator",
     "DCGANGenerator",
@@ -57,7 +66,12 @@ __all__ = [
     "make_inception_features",
     "MLPDiscriminator",
     "MLPGenerator",
+    "PatchGANDiscriminator",
+    "ProjectionDiscriminator",
     "read_torch_state_dict",
+    "reflection_pad",
+    "ResnetBlock",
+    "ResnetGenerator",
     "save_classifier",
     "save_fid_inception",
     "split_variables",
