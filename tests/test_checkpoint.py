@@ -3,6 +3,7 @@
 import json
 import os
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -206,3 +207,13 @@ def test_bad_calls(tmp_path):
     checkpoint.save(tmp_path, state._replace(step=jnp.int32(3)))
     with pytest.raises(ValueError, match="already holds a checkpoint at step 3"):
         checkpoint.save(tmp_path, state._replace(step=jnp.int32(3)))
+
+
+def test_zero_size_arrays_round_trip(tmp_path):
+    """An empty buffer (e.g. CycleGAN's image pool of size 0) is saved by its shape alone."""
+    state = {"pool": jnp.zeros((0, 4, 4, 3)), "w": jnp.arange(3.0), "count": jnp.zeros((), jnp.int32)}
+    checkpoint.save(tmp_path, state, step=1)
+    restored, _ = checkpoint.restore(tmp_path, state)
+    chex.assert_trees_all_equal(restored, state)
+    with pytest.raises(ValueError):  # The empty leaf's shape is still checked.
+        checkpoint.restore(tmp_path, {**state, "pool": jnp.zeros((0, 4, 4, 1))})
