@@ -410,9 +410,7 @@ def make_cyclegan_train_step(
         metrics = {**g_metrics, **d_metrics}
         metrics["g_grad_norm"] = optax.tree.norm(g_grads)
         metrics["d_grad_norm"] = optax.tree.norm(d_grads)
-        metrics = _steps._pmean_floats(metrics, axis_name)
-        finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        metrics = _steps._finalize_metrics(metrics, axis_name)
 
         new_state = CycleGANState(
             step=state.step + 1,

@@ -272,6 +272,13 @@ def _pmean_floats(tree: PyTree, axis_name: str | None) -> PyTree:
     )
 
 
+def _finalize_metrics(metrics: dict[str, jax.Array], axis_name: str | None) -> dict[str, jax.Array]:
+    """Averages a step's scalar metrics across devices and adds ``nonfinite`` (1 if any is not finite)."""
+    metrics = _pmean_floats(metrics, axis_name)
+    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
+    return {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+
+
 def _draw_local(key, draw: Callable[[jax.Array, int], jax.Array], n: int, axis_name):
     """``draw(key, n)`` on one device; this device's slice of the global draw under a map."""
     if axis_name is None:
@@ -615,9 +622,7 @@ def make_train_step(
         metrics["g_loss"] = g_loss
         metrics.update(g_extra)
         metrics["g_grad_norm"] = optax.tree.norm(g_grads)
-        metrics = _pmean_floats(metrics, axis_name)
-        finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-        metrics["nonfinite"] = 1.0 - finite.astype(jnp.float32)
+        metrics = _finalize_metrics(metrics, axis_name)
 
         new_state = GANState(
             step=state.step + 1,
