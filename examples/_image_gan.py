@@ -43,6 +43,12 @@ from jgan import checkpoint, data, metrics, models
 from jgan import steps as jgan_steps
 
 DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier", "classifier.msgpack")
+# Settings a resumed run may change: how long it runs and what it logs. Every
+# other one (the model, the optimiser, the data) must match the checkpoint's.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "log_every", "sample_every", "eval_every", "eval_samples", "checkpoint_every", "keep_checkpoints",
+     "classifier", "tensorboard"}
+)  # fmt: skip
 
 
 class Program(NamedTuple):
@@ -270,9 +276,17 @@ def run(
         state, saved = checkpoint.restore(ckpt_dir, state)
         if saved.get("example") != name:
             raise ValueError(f"{ckpt_dir} holds a {saved.get('example')!r} checkpoint, not {name!r}.")
+        changed = sorted(
+            key for key, value in metadata["config"].items()
+            if key not in RESUMABLE_CHANGES and saved["config"].get(key) != value
+        )  # fmt: skip
+        if changed:
+            before = ", ".join(f"{key}={saved['config'].get(key)!r}" for key in changed)
+            raise ValueError(f"{ckpt_dir} was trained with other settings ({before}); resume with the same ones.")
         start = int(state.step)
     log = MetricsLog(workdir, tensorboard=config.tensorboard, resume_step=start)
-    evaluator = Evaluator(config.classifier, program.reference_images, data.image_dataset_spec(config.dataset, image_size=config.image_size).image_shape)
+    reference = program.reference_images
+    evaluator = Evaluator(config.classifier, reference, None if reference is None else reference.shape[1:])
     if not evaluator.available and show_progress:
         print(f"note: no FID/IS during training: {evaluator.reason}")
 
