@@ -512,7 +512,7 @@ def test_pth_values_land_in_the_right_variables(torch_net, variables):
     np.testing.assert_array_equal(fc["bias"], state["fc.bias"].numpy())
 
 
-def test_legacy_format_and_float16_and_cache_dir(torch_net, variables, tmp_path):
+def test_legacy_format_and_float16_and_cache_dir(torch_net, variables, tmp_path, monkeypatch):
     """The pre-1.6 torch.save format, a half-precision file under any name, and cache_dir."""
     half = {name: value.half() if value.is_floating_point() else value for name, value in torch_net.state_dict().items()}
     path = tmp_path / "weights.bin"
@@ -525,6 +525,11 @@ def test_legacy_format_and_float16_and_cache_dir(torch_net, variables, tmp_path)
     chex.assert_trees_all_equal(models.load_fid_inception(cache_dir=tmp_path), expected)
     models.save_fid_inception(variables, tmp_path / models.FID_WEIGHTS_NATIVE_FILENAME)
     chex.assert_trees_all_equal(models.load_fid_inception(cache_dir=tmp_path), variables)
+    # "~" is the user's home, as a shell would read it.
+    monkeypatch.setenv("HOME", str(tmp_path.parent))
+    chex.assert_trees_all_equal(models.load_fid_inception(cache_dir=f"~/{tmp_path.name}"), variables)
+    chex.assert_trees_all_equal(
+        models.load_fid_inception(f"~/{tmp_path.name}/{models.FID_WEIGHTS_NATIVE_FILENAME}"), variables)
 
 
 def test_convert_example_cli(torch_net, pth_file, variables, tmp_path, capsys):

@@ -840,13 +840,14 @@ def _is_native(path: pathlib.Path) -> bool:
 
 def _locate(path: PathLike | None, cache_dir: PathLike | None) -> pathlib.Path:
     if path is not None:
-        path = pathlib.Path(path)
+        path = pathlib.Path(path).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"no FID Inception weights at {str(path)!r}. Download {FID_WEIGHTS_URL}.")
         return path
     if cache_dir is None:
         raise ValueError("pass the weights file as path, or the directory holding it as cache_dir.")
-    candidates = [pathlib.Path(cache_dir) / name for name in (FID_WEIGHTS_NATIVE_FILENAME, FID_WEIGHTS_FILENAME)]
+    directory = pathlib.Path(cache_dir).expanduser()
+    candidates = [directory / name for name in (FID_WEIGHTS_NATIVE_FILENAME, FID_WEIGHTS_FILENAME)]
     for candidate in candidates:
         if candidate.is_file():
             return candidate
