@@ -27,22 +27,15 @@ import jax
 import jax.numpy as jnp
 
 import _image_gan as program_lib
+import dcgan
 from jgan import data, models, presets, steps
 
 COLUMNS = 8
 
 
 @dataclasses.dataclass
-class Config(program_lib.RunConfig):
-    """The conditional GAN's settings (the shared ones are in ``RunConfig``)."""
-
-    latent_dim: int = 100
-    features: int = 16  # The paper's width is 64 (128 at 64x64); 16 trains in minutes on a CPU.
-    learning_rate: float = 2e-4
-    batch_size: int = 64
-    steps: int = 800
-    sample_every: int = 100
-    eval_every: int = 100
+class Config(dcgan.Config):
+    """The conditional GAN's settings: DCGAN's (same networks and recipe, plus labels)."""
 
 
 def build(config: Config) -> program_lib.Program:
