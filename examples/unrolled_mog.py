@@ -106,9 +106,10 @@ class Config:
       beta1: Adam's β1 (both networks).
       decay_fraction: the generator's learning rate follows a cosine decay
         to 0 over this last fraction of ``steps`` (0: constant). The
-        discriminator's stays constant: decaying it would shrink the unrolled
-        look-ahead (K updates of size ~ its learning rate) and turn the
-        unrolled GAN back into an ordinary one.
+        discriminator's follows ``d_decay_fraction``.
+      d_decay_fraction: the same for the discriminator's learning rate
+        (0: constant). Decaying it shrinks the unrolled look-ahead (K updates
+        of size ~ its learning rate), so it is off by default.
       loss: the GAN loss family (``jgan.steps.LOSSES``).
       pack: PacGAN's m (1: no packing).
       unroll_first_order: stop gradients through the K updates (ablation).
@@ -137,6 +138,7 @@ class Config:
     d_learning_rate: float = 1e-4
     beta1: float = 0.5
     decay_fraction: float = 0.0
+    d_decay_fraction: float = 0.0
     loss: str = "non_saturating"
     pack: int = 1
     unroll_first_order: bool = False
@@ -176,8 +178,10 @@ class Config:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {value!r}.")
-        if not 0.0 <= self.decay_fraction <= 1.0:
-            raise ConfigError(f"--decay-fraction must be in [0, 1], got {self.decay_fraction!r}.")
+        for name in ("decay_fraction", "d_decay_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"--{name.replace('_', '-')} must be in [0, 1], got {value!r}.")
         if not 0.0 <= self.beta1 < 1.0:
             raise ConfigError(f"--beta1 must be in [0, 1), got {self.beta1!r}.")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
@@ -185,6 +189,10 @@ class Config:
         if not self.hidden or any(not isinstance(w, int) or w < 1 for w in self.hidden):
             raise ConfigError(f"--hidden must be positive integers, got {self.hidden!r}.")
         return self
+
+    def decays(self) -> bool:
+        """Whether a learning rate depends on ``steps`` (then a resume cannot change them)."""
+        return self.decay_fraction > 0 or self.d_decay_fraction > 0
 
     def unroll_values(self) -> tuple[int, ...]:
         """The K of every GAN this config trains: the baseline 0 first."""
@@ -211,7 +219,7 @@ class Config:
         over them: a run can be resumed with more ``--steps`` to extend it.
         """
         fields = dataclasses.asdict(self)
-        for name in _BOOKKEEPING_FIELDS + (("steps",) if self.decay_fraction == 0 else ()):
+        for name in _BOOKKEEPING_FIELDS + (() if self.decays() else ("steps",)):
             fields.pop(name)
         fields["hidden"] = list(fields["hidden"])
         return fields
@@ -266,7 +274,7 @@ def make_experiment(config: Config, unroll_steps: int | None = None) -> Experime
         raise ConfigError(f"unroll_steps must be an integer >= 0, got {k!r}.")
     # Configs that compile to the same programs share them: the seed enters as
     # keys, and ``steps`` only through a learning-rate decay.
-    unused = _BOOKKEEPING_FIELDS + ("seed",) + (("steps",) if config.decay_fraction == 0 else ())
+    unused = _BOOKKEEPING_FIELDS + ("seed",) + (() if config.decays() else ("steps",))
     defaults = Config()
     program = dataclasses.replace(config, **{name: getattr(defaults, name) for name in unused})
     return _make_experiment(program, k)
@@ -283,8 +291,8 @@ def _make_experiment(config: Config, k: int) -> Experiment:
     # eps_root > 0 keeps the unrolled updates differentiable: with ReLU units a
     # gradient entry is often exactly 0, where Adam's sqrt(v) has an infinite
     # derivative and the generator's gradient through the unroll becomes NaN.
-    g_optimizer = optax.adam(_schedule(config, config.g_learning_rate), b1=config.beta1, eps_root=ADAM_EPS_ROOT)
-    d_optimizer = optax.adam(config.d_learning_rate, b1=config.beta1, eps_root=ADAM_EPS_ROOT)
+    g_optimizer = optax.adam(_schedule(config.g_learning_rate, config.decay_fraction, config.steps), b1=config.beta1, eps_root=ADAM_EPS_ROOT)
+    d_optimizer = optax.adam(_schedule(config.d_learning_rate, config.d_decay_fraction, config.steps), b1=config.beta1, eps_root=ADAM_EPS_ROOT)
     train_step = jgan_steps.make_train_step(
         generator=g_apply,
         discriminator=d_apply,
@@ -348,14 +356,14 @@ def _make_experiment(config: Config, k: int) -> Experiment:
     return Experiment(init=init, train_chunk=train_chunk, sample=sample, spec=spec)
 
 
-def _schedule(config: Config, learning_rate: float) -> optax.Schedule | float:
-    """Constant, then a cosine decay to 0 over the last ``decay_fraction`` of the steps."""
-    decay_steps = round(config.decay_fraction * config.steps)
+def _schedule(learning_rate: float, decay_fraction: float, steps: int) -> optax.Schedule | float:
+    """Constant, then a cosine decay to 0 over the last ``decay_fraction`` of ``steps``."""
+    decay_steps = round(decay_fraction * steps)
     if decay_steps == 0:
         return learning_rate
     return optax.join_schedules(
         [optax.constant_schedule(learning_rate), optax.cosine_decay_schedule(learning_rate, decay_steps)],
-        [config.steps - decay_steps],
+        [steps - decay_steps],
     )
 
 
@@ -678,6 +686,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--d-lr", type=float, default=d.d_learning_rate, help="discriminator's Adam learning rate")
     p.add_argument("--beta1", type=float, default=d.beta1, help="Adam's beta1")
     p.add_argument("--decay-fraction", type=float, default=d.decay_fraction, help="cosine decay of G's learning rate to 0 over this last fraction of the steps")
+    p.add_argument("--d-decay-fraction", type=float, default=d.d_decay_fraction, help="the same for D's learning rate")
     p.add_argument("--loss", default=d.loss, help=f"one of: {', '.join(sorted(jgan_steps.LOSSES))}")
     p.add_argument("--pack", type=int, default=d.pack, help="PacGAN's m")
     p.add_argument("--first-order", action="store_true", help="stop gradients through the unrolled updates (ablation)")
@@ -709,6 +718,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         d_learning_rate=args.d_lr,
         beta1=args.beta1,
         decay_fraction=args.decay_fraction,
+        d_decay_fraction=args.d_decay_fraction,
         loss=args.loss,
         pack=args.pack,
         unroll_first_order=args.first_order,

@@ -1,5 +1,6 @@
 """End-to-end tests of examples/unrolled_mog.py in a tiny configuration."""
 
+import dataclasses
 import importlib.util
 import json
 import pathlib
@@ -8,6 +9,7 @@ import shutil
 import sys
 
 import jax
+import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
@@ -154,6 +156,31 @@ def test_resume_with_more_steps_extends_the_run(straight_run, tmp_path):
     )
 
 
+def test_learning_rate_schedules():
+    # Constant, then a cosine to 0 over the last fraction: value by value.
+    schedule = um._schedule(1e-3, 0.5, 100)
+    for step in (0, 25, 50):
+        np.testing.assert_allclose(schedule(step), 1e-3, rtol=1e-6)
+    np.testing.assert_allclose(schedule(75), 0.5e-3, rtol=1e-6)  # Half-way down the cosine.
+    np.testing.assert_allclose(schedule(100), 0.0, atol=1e-12)
+    assert um._schedule(1e-3, 0.0, 100) == 1e-3
+
+
+def test_discriminator_decay_changes_training_and_pins_steps():
+    base = um.Config(**_tiny_config())
+    decayed = dataclasses.replace(base, d_decay_fraction=1.0)
+    assert not base.decays() and decayed.decays()
+    assert "steps" not in base.resume_key() and decayed.resume_key()["steps"] == STEPS
+    finals = []
+    for config in (base, decayed):
+        experiment = um.make_experiment(config)
+        state = experiment.init(jax.random.key(0))
+        state, _ = experiment.train_chunk(state, jax.random.key(1), STEPS)
+        finals.append(state.d_params)
+    differences = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), *finals))
+    assert max(differences) > 0  # The discriminator's updates shrank.
+
+
 def _tiny_config():
     return dict(steps=STEPS, unroll_steps=2, hidden=(8,), latent_dim=4, batch_size=16, snapshots=3, chunk_steps=4)
 
@@ -164,6 +191,7 @@ def _tiny_config():
         (["--dataset", "moons"], r"Unknown dataset 'moons'; known datasets: ring, grid, ring_pacgan"),
         (["--unroll-steps", "-1"], r"--unroll-steps must be an integer >= 0, got -1"),
         (["--pack", "3"], r"--pack 3 must divide --batch-size 16"),
+        (["--d-decay-fraction", "1.5"], r"--d-decay-fraction must be in \[0, 1\], got 1.5"),
     ],
 )
 def test_bad_arguments(args, message, tmp_path, capsys):
