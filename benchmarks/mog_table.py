@@ -10,6 +10,8 @@ runs).
     python benchmarks/mog_table.py                       # every dataset and row, 10 seeds
     python benchmarks/mog_table.py --datasets ring --rows gan unrolled10 --seeds 3
     python benchmarks/mog_table.py --settings example    # the example's defaults instead
+    python benchmarks/mog_table.py --datasets ring_pacgan --rows pacgan2 --seeds 3 \\
+        --settings example --set latent_dim=2 --out runs/precision/latent2   # one cell of the precision study
 
 Every row shares one set of network and optimiser settings (``--settings``):
 ``tuned`` (the default) is what the precision study of issue 3 found to move
@@ -83,11 +85,34 @@ PUBLISHED = {
 }
 
 
-def row_config(dataset: str, row: str, *, settings: str, steps: int) -> unrolled_mog.Config:
-    """The example's config of one table cell (``unroll_steps`` included)."""
+def row_config(dataset: str, row: str, *, settings: str, steps: int,
+               overrides: dict | None = None) -> unrolled_mog.Config:
+    """The example's config of one table cell (``unroll_steps`` included).
+
+    ``overrides`` (``--set``) replace config fields after the settings and the
+    row, e.g. ``{"latent_dim": 256}`` for a precision study.
+    """
+    fields = {**SETTINGS[settings], **ROWS[row], **(overrides or {})}
     return dataclasses.replace(
-        unrolled_mog.Config(), dataset=dataset, steps=steps, baseline=False,
-        **SETTINGS[settings], **ROWS[row]).validate()
+        unrolled_mog.Config(), dataset=dataset, steps=steps, baseline=False, **fields).validate()
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """``["latent_dim=2", "hidden=[256, 256]"]`` -> config overrides (values as JSON)."""
+    fields = {f.name for f in dataclasses.fields(unrolled_mog.Config)}
+    overrides = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields or name in ("dataset", "steps"):
+            raise ValueError(f"--set takes NAME=VALUE with NAME a field of unrolled_mog.Config other than"
+                             f" dataset and steps ({', '.join(sorted(fields - {'dataset', 'steps'}))}); got {item!r}.")
+        try:
+            overrides[name] = json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(f"--set {name}: the value must be JSON (e.g. 2, 1e-3, [256, 256], true), got {value!r}.")
+        if name == "hidden":
+            overrides[name] = tuple(overrides[name])
+    return overrides
 
 
 def train_seeds(config: unrolled_mog.Config, *, seeds: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -183,15 +208,27 @@ def main(argv=None) -> dict:
     parser.add_argument("--settings", default="tuned", choices=list(SETTINGS),
                         help="network/optimiser settings shared by every row")
     parser.add_argument("--out", default="runs/mog_table")
+    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
+                        help="override fields of the example's Config for every row, e.g. latent_dim=256")
     parser.add_argument("--force", action="store_true", help="recompute results already in --out")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--seeds and --steps must be >= 1")
+    try:
+        overrides = parse_overrides(args.set)
+        for dataset in args.datasets:  # Every cell's config is valid before anything trains.
+            for row in args.rows:
+                row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset],
+                           overrides=overrides)
+    except ValueError as error:
+        parser.error(str(error))
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, settings {args.settings}"
-          f" {SETTINGS[args.settings]}, steps {args.steps or STEPS}, {args.seeds} seeds", flush=True)
+          f" {SETTINGS[args.settings]}, overrides {overrides}, steps {args.steps or STEPS}, {args.seeds} seeds",
+          flush=True)
     for dataset in args.datasets:
         for row in args.rows:
-            config = row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset])
+            config = row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset],
+                                overrides=overrides)
             path = _result_path(args.out, dataset, row)
             old = _load(path)
             if (not args.force and old is not None and old["seeds"] == args.seeds
@@ -213,7 +250,8 @@ def main(argv=None) -> dict:
             everything[dataset] = results
             tables += [format_table(dataset, results), ""]
     settings = sorted({json.dumps({k: r["config"][k] for k in ("steps", "latent_dim", "hidden", "decay_fraction",
-                                                                  "d_decay_fraction", "batch_size")})
+                                                                  "d_decay_fraction", "batch_size", "g_learning_rate",
+                                                                  "d_learning_rate", "ema_decay")})
                        for rs in everything.values() for r in rs.values()})
     text = "\n".join([f"jax {jax.__version__}, {jax.devices()[0].device_kind}; settings: {'; '.join(settings)}",
                       "", *tables])

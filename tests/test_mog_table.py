@@ -75,3 +75,21 @@ def test_bad_arguments(tmp_path):
         mog_table.main(["--seeds", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         mog_table.main(["--datasets", "moons", "--out", str(tmp_path)])
+
+
+def test_overrides():
+    overrides = mog_table.parse_overrides(["latent_dim=256", "hidden=[128, 128]", "d_learning_rate=1e-3"])
+    assert overrides == {"latent_dim": 256, "hidden": (128, 128), "d_learning_rate": 1e-3}
+    config = mog_table.row_config("ring", "pacgan2", settings="tuned", steps=10, overrides=overrides)
+    assert (config.latent_dim, config.hidden, config.pack, config.decay_fraction) == (256, (128, 128), 2, 0.5)
+    for bad, message in [("width=3", "field of unrolled_mog.Config"), ("steps=3", "other than"),
+                         ("latent_dim", "NAME=VALUE"), ("hidden=[1,", "must be JSON")]:
+        with pytest.raises(ValueError, match=message):
+            mog_table.parse_overrides([bad])
+
+
+def test_bad_override_stops_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        mog_table.main(["--set", "pack=3", "--out", str(tmp_path)])  # 3 does not divide the batch.
+    assert "--pack 3 must divide --batch-size 256" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
