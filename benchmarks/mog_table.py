@@ -22,8 +22,9 @@ learning rates). The rows then differ only in the method.
 
 Each (dataset, row) result is written to ``--out/results/`` as soon as it is
 done and reused by later runs with the same settings, steps and seeds, so an
-interrupted table continues where it stopped; ``table.md`` is rebuilt from
-every result present. Prints the tables beside the published PacGAN
+interrupted table continues where it stopped; ``table.md`` (and
+``table.png``, seed 0's samples of every cell) is rebuilt from every result
+present. Prints the tables beside the published PacGAN
 (Table 1) and VEEGAN (Table 1) rows.
 """
 
@@ -136,9 +137,16 @@ def train_seeds(config: unrolled_mog.Config, *, seeds: int) -> tuple[np.ndarray,
     return np.asarray(samples), np.asarray(states.step) == config.steps, seconds
 
 
-def run_row(config: unrolled_mog.Config, *, seeds: int) -> dict:
-    """Trains ``seeds`` GANs of one config and evaluates each under the protocol."""
+def run_row(config: unrolled_mog.Config, *, seeds: int, samples_path: str | None = None) -> dict:
+    """Trains ``seeds`` GANs of one config and evaluates each under the protocol.
+
+    ``samples_path``: where to save the samples, ``[seeds, 2500, dim]`` (.npy).
+    """
     samples, finished, seconds = train_seeds(config, seeds=seeds)
+    if samples_path is not None:
+        os.makedirs(os.path.dirname(samples_path), exist_ok=True)
+        np.save(samples_path + ".tmp.npy", samples)
+        os.replace(samples_path + ".tmp.npy", samples_path)
     spec = unrolled_mog.data.mixture(config.dataset)
     results = [
         metrics.mode_coverage(s, spec.centers, std=spec.std, threshold=unrolled_mog.HIGH_QUALITY_STD)
@@ -179,8 +187,49 @@ def format_table(dataset: str, results: dict) -> str:
     return "\n".join(lines)
 
 
-def _result_path(out: str, dataset: str, row: str) -> str:
-    return os.path.join(out, "results", f"{dataset}__{row}.json")
+def _result_path(out: str, dataset: str, row: str, suffix: str = ".json") -> str:
+    return os.path.join(out, "results", f"{dataset}__{row}{suffix}")
+
+
+def plot_samples(everything: dict, out: str, path: str) -> bool:
+    """One panel per table cell (datasets down, rows across): seed 0's samples over the modes.
+
+    Returns whether a figure was written (cells without saved samples are skipped).
+    """
+    cells = [(d, r) for d, rs in everything.items() for r in rs
+             if os.path.exists(_result_path(out, d, r, ".npy"))]
+    if not cells:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = [d for d in everything if any(c[0] == d for c in cells)]
+    rows = [r for r in ROWS if any(c[1] == r for c in cells)]
+    fig, axes = plt.subplots(len(datasets), len(rows), figsize=(2.2 * len(rows), 2.3 * len(datasets)),
+                             squeeze=False)
+    for i, dataset in enumerate(datasets):
+        spec = unrolled_mog.data.mixture(dataset)
+        lim = float(np.abs(spec.centers).max()) * 1.4
+        for j, row in enumerate(rows):
+            ax = axes[i, j]
+            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[], aspect="equal")
+            if (dataset, row) not in cells:
+                ax.axis("off")
+                continue
+            samples = np.load(_result_path(out, dataset, row, ".npy"))[0]
+            r = everything[dataset][row]
+            ax.scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.3, color="tab:blue", linewidths=0)
+            ax.scatter(spec.centers[:, 0], spec.centers[:, 1], s=10, marker="x", color="tab:red", linewidths=0.7)
+            ax.set_title(f"{row}\n{r['modes'][0]} modes, {r['high_quality'][0]:.0f} % HQ", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(dataset, fontsize=8)
+    fig.suptitle("seed 0 of each cell: 2,500 samples (blue) and the modes (red)", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
 
 
 def _load(path: str) -> dict | None:
@@ -236,7 +285,8 @@ def main(argv=None) -> dict:
                 result = old
                 print(f"{dataset} {row}: reused {path}", flush=True)
             else:
-                result = run_row(config, seeds=args.seeds)
+                result = run_row(config, seeds=args.seeds,
+                                 samples_path=_result_path(args.out, dataset, row, ".npy"))
                 _save(path, result)
             print(f"{dataset} {row}: modes {_mean_se(result['modes'])},"
                   f" HQ {_mean_se(result['high_quality'])},"
@@ -258,6 +308,7 @@ def main(argv=None) -> dict:
     print(text)
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(text)
+    plot_samples(everything, args.out, os.path.join(args.out, "table.png"))
     return everything
 
 

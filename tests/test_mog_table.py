@@ -6,6 +6,7 @@ import pathlib
 import sys
 
 import jax
+import matplotlib.image
 import numpy as np
 import pytest
 
@@ -61,6 +62,9 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
     table = (tmp_path / "table.md").read_text()
     assert "| jgan gan | 2 |" in table and "| jgan pacgan2 | 2 |" in table
     assert "PacGAN2 (PacGAN Table 1)" in table
+    saved = np.load(tmp_path / "results" / "ring_pacgan__gan.npy")
+    np.testing.assert_array_equal(saved, samples)
+    assert matplotlib.image.imread(tmp_path / "table.png").ndim == 3
     capsys.readouterr()
     second = mog_table.main(args)  # Same settings: reused, not retrained.
     assert "reused" in capsys.readouterr().out
