@@ -205,7 +205,7 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    datasets = [d for d in everything if any(c[0] == d for c in cells)]
+    datasets = [d for d in ("ring_pacgan", "ring", "grid") if any(c[0] == d for c in cells)]
     rows = [r for r in ROWS if any(c[1] == r for c in cells)]
     fig, axes = plt.subplots(len(datasets), len(rows), figsize=(2.2 * len(rows), 2.3 * len(datasets)),
                              squeeze=False)
@@ -220,7 +220,7 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
                 continue
             samples = np.load(_result_path(out, dataset, row, ".npy"))[0]
             r = everything[dataset][row]
-            ax.scatter(samples[:, 0], samples[:, 1], s=1, alpha=0.3, color="tab:blue", linewidths=0)
+            ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="tab:blue", linewidths=0)
             ax.scatter(spec.centers[:, 0], spec.centers[:, 1], s=10, marker="x", color="tab:red", linewidths=0.7)
             ax.set_title(f"{row}\n{r['modes'][0]} modes, {r['high_quality'][0]:.0f} % HQ", fontsize=7)
             if j == 0:
@@ -294,7 +294,7 @@ def main(argv=None) -> dict:
                   f" ({result['seconds']:.0f} s)", flush=True)
     # The table holds every result in --out (this run's and earlier ones').
     everything, tables = {}, []
-    for dataset in unrolled_mog.DATASETS:
+    for dataset in ("ring_pacgan", "ring", "grid"):
         results = {row: r for row in ROWS if (r := _load(_result_path(args.out, dataset, row)))}
         if results:
             everything[dataset] = results
