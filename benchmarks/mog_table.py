@@ -183,7 +183,7 @@ def format_table(dataset: str, results: dict) -> str:
             f"| jgan {row} | {r['seeds']} | {_mean_se(r['modes'])} | {_mean_se(r['high_quality'])} |"
             f" {_mean_se(r['reverse_kl'])} | {all(r['finished'])} | {r['seconds']:.0f} |")
     for name, modes, hq, kl in PUBLISHED.get(dataset, []):
-        lines.append(f"| {name} | 10 | {modes} | {hq} | {'—' if kl is None else kl} | | |")
+        lines.append(f"| {name} | | {modes} | {hq} | {'—' if kl is None else kl} | | |")
     return "\n".join(lines)
 
 
@@ -260,6 +260,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
                         help="override fields of the example's Config for every row, e.g. latent_dim=256")
     parser.add_argument("--force", action="store_true", help="recompute results already in --out")
+    parser.add_argument("--table-only", action="store_true",
+                        help="train nothing: rebuild table.md and table.png from the results in --out")
     args = parser.parse_args(argv)
     if args.seeds < 1 or (args.steps is not None and args.steps < 1):
         parser.error("--seeds and --steps must be >= 1")
@@ -274,7 +276,7 @@ def main(argv=None) -> dict:
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, settings {args.settings}"
           f" {SETTINGS[args.settings]}, overrides {overrides}, steps {args.steps or STEPS}, {args.seeds} seeds",
           flush=True)
-    for dataset in args.datasets:
+    for dataset in [] if args.table_only else args.datasets:
         for row in args.rows:
             config = row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset],
                                 overrides=overrides)

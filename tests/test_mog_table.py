@@ -69,6 +69,9 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
     second = mog_table.main(args)  # Same settings: reused, not retrained.
     assert "reused" in capsys.readouterr().out
     assert second["ring_pacgan"]["gan"]["seconds"] == result["seconds"]
+    (tmp_path / "table.md").unlink()
+    rebuilt = mog_table.main([*args, "--table-only", "--seeds", "7"])  # Trains nothing.
+    assert rebuilt == second and (tmp_path / "table.md").read_text() == table
     mog_table.main([*args[:6], "3", *args[7:]])  # Other seeds: recomputed.
     stored = json.loads((tmp_path / "results" / "ring_pacgan__gan.json").read_text())
     assert stored["seeds"] == 3 and len(stored["modes"]) == 3
