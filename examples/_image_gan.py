@@ -330,6 +330,21 @@ def run(
     return {"state": state, **summary}
 
 
+def main(config_type: type, build: Callable[[Any], Program], *, name: str, doc: str,
+         argv: Sequence[str] | None) -> dict[str, Any]:
+    """An example's command line: parses ``argv`` into ``config_type``, builds the program and runs it.
+
+    Args:
+      config_type: the example's config dataclass (its fields become flags).
+      build: ``config -> Program``.
+      name: the example's name, recorded in (and checked against) its checkpoints.
+      doc: the example's docstring; its first line describes the command.
+      argv: the arguments (``None``: ``sys.argv[1:]``).
+    """
+    config, args = parse_config(config_type, argv, doc.split("\n")[0])
+    return run(build(config), config, args.out, name=name, resume=args.resume, show_progress=not args.quiet)
+
+
 def main_guard(fn: Callable[[], Any]) -> None:
     """Runs ``fn`` and turns the errors a user can fix into a message and exit code 1."""
     try:

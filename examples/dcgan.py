@@ -54,8 +54,7 @@ def build(config: Config) -> program_lib.Program:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    config, args = program_lib.parse_config(Config, argv, __doc__.split("\n")[0])
-    return program_lib.run(build(config), config, args.out, name="dcgan", resume=args.resume, show_progress=not args.quiet)
+    return program_lib.main(Config, build, name="dcgan", doc=__doc__, argv=argv)
 
 
 if __name__ == "__main__":
