@@ -32,18 +32,18 @@ from jax.typing import ArrayLike
 Reduction = Literal["mean", "none"]
 
 __all__ = [
-        "as_logits",
-        "minimax_discriminator_loss",
-        "minimax_generator_loss",
-        "non_saturating_generator_loss",
-        "maximum_likelihood_generator_loss",
-        "wasserstein_discriminator_loss",
-        "wasserstein_generator_loss",
-        "hinge_discriminator_loss",
-        "hinge_generator_loss",
-        "least_squares_discriminator_loss",
-        "least_squares_generator_loss",
-        "cycle_consistency_loss",
+    "as_logits",
+    "minimax_discriminator_loss",
+    "minimax_generator_loss",
+    "non_saturating_generator_loss",
+    "maximum_likelihood_generator_loss",
+    "wasserstein_discriminator_loss",
+    "wasserstein_generator_loss",
+    "hinge_discriminator_loss",
+    "hinge_generator_loss",
+    "least_squares_discriminator_loss",
+    "least_squares_generator_loss",
+    "cycle_consistency_loss",
 ]
 
 
@@ -67,7 +67,7 @@ def as_logits(outputs: ArrayLike, *, name: str = "discriminator output") -> jax.
         return outputs[:, 0]
     if outputs.ndim != 1:
         raise ValueError(
-                f"{name} must have shape [batch] or [batch, 1], got {outputs.shape}."
+            f"{name} must have shape [batch] or [batch, 1], got {outputs.shape}."
         )
     return outputs
 
@@ -87,16 +87,16 @@ def _reduce_pair(real_terms, fake_terms, reduction: Reduction) -> jax.Array:
     if reduction == "none":
         if real_terms.shape != fake_terms.shape:
             raise ValueError(
-                    "reduction='none' pairs real example i with fake example i, so both"
-                    f" batches must have the same size; got {real_terms.shape[0]} real"
-                    f" and {fake_terms.shape[0]} fake."
+                "reduction='none' pairs real example i with fake example i, so both"
+                f" batches must have the same size; got {real_terms.shape[0]} real"
+                f" and {fake_terms.shape[0]} fake."
             )
         return real_terms + fake_terms
     raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}.")
 
 
 def minimax_discriminator_loss(
-        real_logits: ArrayLike, fake_logits: ArrayLike, *, reduction: Reduction = "mean"
+    real_logits: ArrayLike, fake_logits: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """Discriminator loss of the minimax game: −E log σ(r) − E log(1 − σ(f)).
 
@@ -121,7 +121,7 @@ def minimax_discriminator_loss(
 
 
 def minimax_generator_loss(
-        fake_logits: ArrayLike, *, reduction: Reduction = "mean"
+    fake_logits: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The saturating generator loss of the minimax game: E log(1 − σ(f)).
 
@@ -143,7 +143,7 @@ def minimax_generator_loss(
 
 
 def non_saturating_generator_loss(
-        fake_logits: ArrayLike, *, reduction: Reduction = "mean"
+    fake_logits: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The non-saturating generator loss: −E log σ(f).
 
@@ -162,10 +162,10 @@ def non_saturating_generator_loss(
 
 
 def maximum_likelihood_generator_loss(
-        fake_logits: ArrayLike,
-        *,
-        reduction: Reduction = "mean",
-        max_logit: float | None = 30.0,
+    fake_logits: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    max_logit: float | None = 30.0,
 ) -> jax.Array:
     """The maximum-likelihood generator loss: −½ E exp(f).
 
@@ -196,7 +196,7 @@ def maximum_likelihood_generator_loss(
 
 
 def wasserstein_discriminator_loss(
-        real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The WGAN critic loss: E f − E r (the negated Wasserstein estimate).
 
@@ -217,7 +217,7 @@ def wasserstein_discriminator_loss(
 
 
 def wasserstein_generator_loss(
-        fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The WGAN generator loss: −E f.
 
@@ -236,7 +236,7 @@ def wasserstein_generator_loss(
 
 
 def hinge_discriminator_loss(
-        real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The hinge discriminator loss: E relu(1 − r) + E relu(1 + f).
 
@@ -257,7 +257,7 @@ def hinge_discriminator_loss(
 
 
 def hinge_generator_loss(
-        fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The hinge generator loss: −E f.
 
@@ -273,7 +273,7 @@ def hinge_generator_loss(
 
 
 def least_squares_discriminator_loss(
-        real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The least-squares discriminator loss: ½E(r − 1)² + ½E f².
 
@@ -294,7 +294,7 @@ def least_squares_discriminator_loss(
 
 
 def least_squares_generator_loss(
-        fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    fake_scores: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The least-squares generator loss: ½E(f − 1)².
 
@@ -313,7 +313,7 @@ def least_squares_generator_loss(
 
 
 def cycle_consistency_loss(
-        x: ArrayLike, x_reconstructed: ArrayLike, *, reduction: Reduction = "mean"
+    x: ArrayLike, x_reconstructed: ArrayLike, *, reduction: Reduction = "mean"
 ) -> jax.Array:
     """The CycleGAN cycle-consistency loss: E ‖x − x̂‖₁ as a mean absolute error.
 
@@ -335,12 +335,12 @@ def cycle_consistency_loss(
     x_reconstructed = jnp.asarray(x_reconstructed)
     if x.shape != x_reconstructed.shape:
         raise ValueError(
-                f"x and x_reconstructed must have the same shape, got {x.shape} and"
-                f" {x_reconstructed.shape}."
+            f"x and x_reconstructed must have the same shape, got {x.shape} and"
+            f" {x_reconstructed.shape}."
         )
     if x.ndim < 1:
         raise ValueError("x must have a leading batch axis.")
     per_example = jnp.mean(
-            jnp.abs(x - x_reconstructed).reshape(x.shape[0], -1), axis=-1
+        jnp.abs(x - x_reconstructed).reshape(x.shape[0], -1), axis=-1
     )
     return _reduce_one(per_example, reduction)

@@ -82,20 +82,20 @@ def image_dataset_spec(name: str, *, image_size: int | None = None) -> ImageData
 
 
 def image_dataset(
-        name: str,
-        *,
-        split: str,
-        batch_size: int,
-        seed: int,
-        image_size: int | None = None,
-        shuffle: bool = True,
-        repeat: bool = True,
-        drop_remainder: bool = True,
-        process_index: int | None = None,
-        process_count: int | None = None,
-        devices: int | None = None,
-        data_dir: str | None = None,
-        download: bool = True,
+    name: str,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    image_size: int | None = None,
+    shuffle: bool = True,
+    repeat: bool = True,
+    drop_remainder: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices: int | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Iterates over batches of a named image dataset, scaled to ``[-1, 1]``.
 
@@ -139,14 +139,14 @@ def image_dataset(
     """
     name = _check_name(name)
     common = {
-            "batch_size": batch_size,
-            "seed": seed,
-            "shuffle": shuffle,
-            "repeat": repeat,
-            "drop_remainder": drop_remainder,
-            "process_index": process_index,
-            "process_count": process_count,
-            "devices": devices,
+        "batch_size": batch_size,
+        "seed": seed,
+        "shuffle": shuffle,
+        "repeat": repeat,
+        "drop_remainder": drop_remainder,
+        "process_index": process_index,
+        "process_count": process_count,
+        "devices": devices,
     }
     if name == "digits":
         size = _DIGITS_IMAGE_SIZE if image_size is None else image_size

@@ -67,16 +67,16 @@ def local_batch_size(batch_size: Any, process_count: int, devices: int | None) -
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     if batch_size % process_count:
         raise ValueError(
-                f"batch_size (the global batch size) = {batch_size} is not divisible by "
-                f"process_count = {process_count}: every process must get an equal share."
+            f"batch_size (the global batch size) = {batch_size} is not divisible by "
+            f"process_count = {process_count}: every process must get an equal share."
         )
     local = batch_size // process_count
     if devices is not None:
         devices = check_int(devices, "devices", minimum=1)
         if local % devices:
             raise ValueError(
-                    f"the per-process batch size {local} (batch_size {batch_size} / "
-                    f"{process_count} processes) is not divisible by devices = {devices}."
+                f"the per-process batch size {local} (batch_size {batch_size} / "
+                f"{process_count} processes) is not divisible by devices = {devices}."
             )
     return local
 
@@ -99,13 +99,13 @@ def check_images(images: Any, *, what: str = "images") -> np.ndarray:
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(
-                f"{what} must be [n, height, width, channels] (rank 4), got shape "
-                f"{images.shape}; add a channel axis to grey-scale images (x[..., None])."
+            f"{what} must be [n, height, width, channels] (rank 4), got shape "
+            f"{images.shape}; add a channel axis to grey-scale images (x[..., None])."
         )
     if not np.issubdtype(images.dtype, np.floating):
         raise ValueError(
-                f"{what} must be floating-point images in [-1, 1], got dtype {images.dtype}; "
-                "convert 0..255 integers with x.astype(np.float32) / 127.5 - 1."
+            f"{what} must be floating-point images in [-1, 1], got dtype {images.dtype}; "
+            "convert 0..255 integers with x.astype(np.float32) / 127.5 - 1."
         )
     if images.size:
         low, high = float(np.min(images)), float(np.max(images))
@@ -113,9 +113,9 @@ def check_images(images: Any, *, what: str = "images") -> np.ndarray:
             raise ValueError(f"{what} contain non-finite values.")
         if low < -1.0 - _RANGE_TOLERANCE or high > 1.0 + _RANGE_TOLERANCE:
             raise ValueError(
-                    f"{what} must lie in [-1, 1] (the range of a tanh generator), got "
-                    f"values in [{low:g}, {high:g}]; rescale 0..255 with x / 127.5 - 1 and "
-                    "0..1 with 2 * x - 1."
+                f"{what} must lie in [-1, 1] (the range of a tanh generator), got "
+                f"values in [{low:g}, {high:g}]; rescale 0..255 with x / 127.5 - 1 and "
+                "0..1 with 2 * x - 1."
             )
     return images
 
@@ -127,8 +127,8 @@ def _as_array_dict(arrays: Any) -> Batch:
         out = {"x": np.asarray(arrays[0]), "label": np.asarray(arrays[1])}
     elif isinstance(arrays, (tuple, list)):
         raise ValueError(
-                "arrays must be a dict of arrays, an (images, labels) pair or a single "
-                f"array, got a {type(arrays).__name__} of length {len(arrays)}."
+            "arrays must be a dict of arrays, an (images, labels) pair or a single "
+            f"array, got a {type(arrays).__name__} of length {len(arrays)}."
         )
     else:
         out = {"x": np.asarray(arrays)}
@@ -137,8 +137,8 @@ def _as_array_dict(arrays: Any) -> Batch:
     sizes = {k: (v.shape[0] if v.ndim else None) for k, v in out.items()}
     if None in sizes.values() or len(set(sizes.values())) != 1:
         raise ValueError(
-                "every array must have the same leading (example) dimension, got "
-                f"{ {k: v.shape for k, v in out.items()} }."
+            "every array must have the same leading (example) dimension, got "
+            f"{ {k: v.shape for k, v in out.items()} }."
         )
     return out
 
@@ -170,8 +170,8 @@ def shard_for_devices(batch: Any, n_devices: int) -> Any:
             raise ValueError("shard_for_devices needs arrays with a batch axis, got a scalar.")
         if shape[0] % n_devices:
             raise ValueError(
-                    f"a batch of {shape[0]} examples cannot be split evenly across "
-                    f"{n_devices} devices; choose a batch size divisible by {n_devices}."
+                f"a batch of {shape[0]} examples cannot be split evenly across "
+                f"{n_devices} devices; choose a batch size divisible by {n_devices}."
             )
         return leaf.reshape((n_devices, shape[0] // n_devices) + tuple(shape[1:]))
 
@@ -187,10 +187,10 @@ class _Raised:
 
 
 def prefetch(
-        iterator: Iterable[Any],
-        *,
-        size: int = 2,
-        transfer: Callable[[Any], Any] | None = None,
+    iterator: Iterable[Any],
+    *,
+    size: int = 2,
+    transfer: Callable[[Any], Any] | None = None,
 ) -> Iterator[Any]:
     """Runs an iterator ahead on a background thread, keeping ``size`` items ready.
 
@@ -255,17 +255,17 @@ def _prefetch(iterator: Iterator[Any], size: int, transfer: Callable[[Any], Any]
 
 
 def array_batches(
-        arrays: Any,
-        *,
-        batch_size: int,
-        seed: int,
-        shuffle: bool = True,
-        repeat: bool = True,
-        drop_remainder: bool = True,
-        process_index: int | None = None,
-        process_count: int | None = None,
-        devices: int | None = None,
-        validate_images: bool = True,
+    arrays: Any,
+    *,
+    batch_size: int,
+    seed: int,
+    shuffle: bool = True,
+    repeat: bool = True,
+    drop_remainder: bool = True,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices: int | None = None,
+    validate_images: bool = True,
 ) -> Iterator[Batch]:
     """Iterates over shuffled batches of in-memory arrays, split across processes.
 
@@ -313,7 +313,7 @@ def array_batches(
     if validate_images:
         if "x" not in data:
             raise ValueError(
-                    f"validate_images looks for images under 'x', got keys {sorted(data)}."
+                f"validate_images looks for images under 'x', got keys {sorted(data)}."
             )
         data["x"] = check_images(data["x"], what='arrays["x"]')
     seed = check_int(seed, "seed", minimum=0)
@@ -322,15 +322,15 @@ def array_batches(
     n = next(iter(data.values())).shape[0]
     if drop_remainder and n < batch_size:
         raise ValueError(
-                f"only {n} examples, fewer than one batch of {batch_size}; with "
-                "drop_remainder=True no batch could be formed."
+            f"only {n} examples, fewer than one batch of {batch_size}; with "
+            "drop_remainder=True no batch could be formed."
         )
     if n == 0:
         raise ValueError("arrays hold no examples.")
     if devices is not None and not drop_remainder and n % batch_size:
         raise ValueError(
-                f"the last batch of each epoch ({n % batch_size} examples) cannot be split "
-                f"across {devices} devices; use drop_remainder=True."
+            f"the last batch of each epoch ({n % batch_size} examples) cannot be split "
+            f"across {devices} devices; use drop_remainder=True."
         )
     return _array_batches(data, batch_size, seed, shuffle, repeat, drop_remainder, index, count,
                           devices)

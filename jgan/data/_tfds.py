@@ -52,22 +52,22 @@ from jgan.data._pipeline import shard_for_devices
 
 # name -> (height, width, channels, classes) at the native resolution.
 LABELLED_DATASETS = {
-        "mnist": (28, 28, 1, 10),
-        "fashion_mnist": (28, 28, 1, 10),
-        "cifar10": (32, 32, 3, 10),
+    "mnist": (28, 28, 1, 10),
+    "fashion_mnist": (28, 28, 1, 10),
+    "cifar10": (32, 32, 3, 10),
 }
 # The configs of tfds' ``cycle_gan`` builder (tensorflow-datasets 4.9).
 CYCLE_GAN_CONFIGS = (
-        "apple2orange",
-        "summer2winter_yosemite",
-        "horse2zebra",
-        "monet2photo",
-        "cezanne2photo",
-        "ukiyoe2photo",
-        "vangogh2photo",
-        "maps",
-        "facades",
-        "iphone2dslr_flower",
+    "apple2orange",
+    "summer2winter_yosemite",
+    "horse2zebra",
+    "monet2photo",
+    "cezanne2photo",
+    "ukiyoe2photo",
+    "vangogh2photo",
+    "maps",
+    "facades",
+    "iphone2dslr_flower",
 )
 UNPAIRED_DATASETS = tuple(f"cycle_gan/{config}" for config in CYCLE_GAN_CONFIGS)
 CYCLE_GAN_IMAGE_SIZE = 256  # the native size of every cycle_gan config
@@ -81,8 +81,8 @@ def _import_tfds():
         import tensorflow_datasets as tfds
     except ImportError as error:
         raise ImportError(
-                "the tfds pipelines need tensorflow and tensorflow-datasets: "
-                "pip install 'jgan[data]' (or use the offline 'digits' dataset)."
+            "the tfds pipelines need tensorflow and tensorflow-datasets: "
+            "pip install 'jgan[data]' (or use the offline 'digits' dataset)."
         ) from error
     try:
         tf.config.set_visible_devices([], "GPU")
@@ -106,8 +106,8 @@ def _check_labelled_name(name: Any) -> str:
     if name not in LABELLED_DATASETS:
         hint = " (unpaired: use tfds_unpaired_images)" if name in UNPAIRED_DATASETS else ""
         raise ValueError(
-                f"unsupported tfds dataset {name!r}{hint}; tfds_images supports "
-                f"{sorted(LABELLED_DATASETS)}."
+            f"unsupported tfds dataset {name!r}{hint}; tfds_images supports "
+            f"{sorted(LABELLED_DATASETS)}."
         )
     return name
 
@@ -115,8 +115,8 @@ def _check_labelled_name(name: Any) -> str:
 def _check_unpaired_name(name: Any) -> str:
     if name not in UNPAIRED_DATASETS:
         raise ValueError(
-                f"unsupported unpaired dataset {name!r}; tfds_unpaired_images supports "
-                f"{list(UNPAIRED_DATASETS)}."
+            f"unsupported unpaired dataset {name!r}; tfds_unpaired_images supports "
+            f"{list(UNPAIRED_DATASETS)}."
         )
     return name
 
@@ -130,12 +130,12 @@ def _process_split(tfds, split: Any, index: int, count: int) -> Any:
 
 def _load(tfds, name, split, *, shuffle, seed, data_dir, download):
     return tfds.load(
-            name,
-            split=split,
-            data_dir=data_dir,
-            download=download,
-            shuffle_files=shuffle,
-            read_config=tfds.ReadConfig(shuffle_seed=seed),
+        name,
+        split=split,
+        data_dir=data_dir,
+        download=download,
+        shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
     )
 
 
@@ -155,21 +155,21 @@ def _numpy_batches(tfds, ds, devices: int | None) -> Iterator[dict[str, np.ndarr
 
 
 def tfds_images(
-        name: str,
-        *,
-        split: str,
-        batch_size: int,
-        seed: int,
-        image_size: int | None = None,
-        shuffle: bool = True,
-        repeat: bool = True,
-        drop_remainder: bool = True,
-        shuffle_buffer: int = 10_000,
-        process_index: int | None = None,
-        process_count: int | None = None,
-        devices: int | None = None,
-        data_dir: str | None = None,
-        download: bool = True,
+    name: str,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    image_size: int | None = None,
+    shuffle: bool = True,
+    repeat: bool = True,
+    drop_remainder: bool = True,
+    shuffle_buffer: int = 10_000,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices: int | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Iterates over batches of a labelled tfds image dataset.
 
@@ -236,30 +236,30 @@ def _domain_split(split: Any, domain: str) -> str:
     base, bracket, rest = str(split).partition("[")
     if base not in _UNPAIRED_SPLITS:
         raise ValueError(
-                f"unpaired datasets take split 'train' or 'test' (optionally sliced, "
-                f"e.g. 'train[:50%]'), got {split!r}."
+            f"unpaired datasets take split 'train' or 'test' (optionally sliced, "
+            f"e.g. 'train[:50%]'), got {split!r}."
         )
     return f"{base}{domain}{bracket}{rest}"
 
 
 def tfds_unpaired_images(
-        name: str,
-        *,
-        split: str,
-        batch_size: int,
-        seed: int,
-        image_size: int = CYCLE_GAN_IMAGE_SIZE,
-        load_size: int | None = None,
-        random_flip: bool = False,
-        shuffle: bool = True,
-        repeat: bool = True,
-        drop_remainder: bool = True,
-        shuffle_buffer: int = 1_000,
-        process_index: int | None = None,
-        process_count: int | None = None,
-        devices: int | None = None,
-        data_dir: str | None = None,
-        download: bool = True,
+    name: str,
+    *,
+    split: str,
+    batch_size: int,
+    seed: int,
+    image_size: int = CYCLE_GAN_IMAGE_SIZE,
+    load_size: int | None = None,
+    random_flip: bool = False,
+    shuffle: bool = True,
+    repeat: bool = True,
+    drop_remainder: bool = True,
+    shuffle_buffer: int = 1_000,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    devices: int | None = None,
+    data_dir: str | None = None,
+    download: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
     """Iterates over batches of an unpaired CycleGAN dataset: images of domain A and of B.
 

@@ -47,9 +47,9 @@ class MixtureSpec(NamedTuple):
 def _check_count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
         raise ValueError(
-                f"{what} must be a static Python int (it fixes an array shape), got "
-                f"{value!r} of type {type(value).__name__}; under jax.jit mark it "
-                "static (static_argnames) or bind it with functools.partial."
+            f"{what} must be a static Python int (it fixes an array shape), got "
+            f"{value!r} of type {type(value).__name__}; under jax.jit mark it "
+            "static (static_argnames) or bind it with functools.partial."
         )
     if value < 1:
         raise ValueError(f"{what} must be >= 1, got {value}.")
@@ -91,7 +91,7 @@ def _scale(unit: np.ndarray, scale: Any, dtype: Any) -> jax.Array:
 
 
 def ring_centers(
-        *, modes: int = 8, radius: float = 2.0, dtype: Any = jnp.float32
+    *, modes: int = 8, radius: float = 2.0, dtype: Any = jnp.float32
 ) -> jax.Array:
     """The centres of a ring of ``modes`` Gaussians.
 
@@ -114,7 +114,7 @@ def ring_centers(
 
 
 def grid_centers(
-        *, side: int = 5, spacing: float = 2.0, dtype: Any = jnp.float32
+    *, side: int = 5, spacing: float = 2.0, dtype: Any = jnp.float32
 ) -> jax.Array:
     """The centres of a ``side x side`` grid of Gaussians centred on the origin.
 
@@ -165,13 +165,13 @@ def _sample(key: jax.Array, n: int, centers: jax.Array, std: jax.Array):
 
 
 def ring(
-        key: jax.Array,
-        n: int,
-        *,
-        modes: int = 8,
-        radius: float = 2.0,
-        std: float = 0.02,
-        dtype: Any = jnp.float32,
+    key: jax.Array,
+    n: int,
+    *,
+    modes: int = 8,
+    radius: float = 2.0,
+    std: float = 0.02,
+    dtype: Any = jnp.float32,
 ) -> jax.Array:
     """Samples a ring of ``modes`` equally weighted isotropic Gaussians.
 
@@ -194,13 +194,13 @@ def ring(
 
 
 def grid(
-        key: jax.Array,
-        n: int,
-        *,
-        side: int = 5,
-        spacing: float = 2.0,
-        std: float = 0.05,
-        dtype: Any = jnp.float32,
+    key: jax.Array,
+    n: int,
+    *,
+    side: int = 5,
+    spacing: float = 2.0,
+    std: float = 0.05,
+    dtype: Any = jnp.float32,
 ) -> jax.Array:
     """Samples a ``side x side`` grid of equally weighted isotropic Gaussians.
 
@@ -226,9 +226,9 @@ def grid(
 # Named presets.
 
 _PRESETS = {
-        "ring": (ring_centers, {"modes": 8, "radius": 2.0}, 0.02),
-        "ring_pacgan": (ring_centers, {"modes": 8, "radius": 1.0}, 0.01),
-        "grid": (grid_centers, {"side": 5, "spacing": 2.0}, 0.05),
+    "ring": (ring_centers, {"modes": 8, "radius": 2.0}, 0.02),
+    "ring_pacgan": (ring_centers, {"modes": 8, "radius": 1.0}, 0.01),
+    "grid": (grid_centers, {"side": 5, "spacing": 2.0}, 0.05),
 }
 
 
@@ -254,7 +254,7 @@ def mixture(name: str, **overrides: Any) -> MixtureSpec:
     """
     if name not in _PRESETS:
         raise ValueError(
-                f"unknown mixture {name!r}; known mixtures: {sorted(_PRESETS)}."
+            f"unknown mixture {name!r}; known mixtures: {sorted(_PRESETS)}."
         )
     centers_fn, defaults, std = _PRESETS[name]
     kwargs = dict(defaults, dtype=jnp.float32)
@@ -262,8 +262,8 @@ def mixture(name: str, **overrides: Any) -> MixtureSpec:
     unknown = sorted(set(overrides) - set(kwargs))
     if unknown:
         raise ValueError(
-                f"unknown settings {unknown} for mixture {name!r}; allowed: "
-                f"{sorted(set(kwargs) | {'std'})}."
+            f"unknown settings {unknown} for mixture {name!r}; allowed: "
+            f"{sorted(set(kwargs) | {'std'})}."
         )
     kwargs.update(overrides)
     _check_positive(std, "std", allow_zero=True)

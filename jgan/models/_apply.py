@@ -79,10 +79,10 @@ def make_apply(module: nn.Module, *, stateful: bool, train: bool = True) -> Call
         except flax.errors.ScopeCollectionNotFound as error:
             given = sorted(variables)
             raise ValueError(
-                    f"{type(module).__name__} reads a variable collection absent from the "
-                    f"variables it was given ({given}). A module with BatchNorm needs "
-                    "make_apply(module, stateful=True) and the model_state returned by "
-                    "init_model / split_variables."
+                f"{type(module).__name__} reads a variable collection absent from the "
+                f"variables it was given ({given}). A module with BatchNorm needs "
+                "make_apply(module, stateful=True) and the model_state returned by "
+                "init_model / split_variables."
             ) from error
 
     if stateful:

@@ -81,7 +81,7 @@ def check_labels(labels: ArrayLike, num_classes: int, *, batch: int | None = Non
     bad = (values < 0) | (values >= num_classes)
     if np.any(bad):
         raise ValueError(
-                f"labels must lie in [0, {num_classes}), got {sorted(set(values[bad].tolist()))}."
+            f"labels must lie in [0, {num_classes}), got {sorted(set(values[bad].tolist()))}."
         )
     return labels
 
@@ -143,12 +143,12 @@ class ConditionalDCGANGenerator(nn.Module):
         table = self.param("label_embedding", nn.initializers.normal(stddev=1.0), (self.num_classes, dim))
         x = jnp.concatenate([z, _embed(table, labels).astype(z.dtype)], axis=-1)
         body = DCGANGenerator(
-                image_size=self.image_size,
-                channels=self.channels,
-                features=self.features,
-                momentum=self.momentum,
-                axis_name=self.axis_name,
-                name="body",
+            image_size=self.image_size,
+            channels=self.channels,
+            features=self.features,
+            momentum=self.momentum,
+            axis_name=self.axis_name,
+            name="body",
         )
         return body(x, train=train)
 

@@ -139,8 +139,8 @@ class ResnetGenerator(nn.Module):
         del train
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
             raise ValueError(
-                    "ResnetGenerator takes images [batch, height, width, channels] with height and"
-                    f" width multiples of 4, got {x.shape}."
+                "ResnetGenerator takes images [batch, height, width, channels] with height and"
+                f" width multiples of 4, got {x.shape}."
             )
         if self.n_blocks < 0:
             raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}.")
@@ -149,8 +149,8 @@ class ResnetGenerator(nn.Module):
         h = nn.relu(_instance_norm(self.norm_affine)(h))
         for i, width in enumerate((2 * f, 4 * f)):
             h = nn.Conv(
-                    width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                    kernel_init=_KERNEL_INIT, name=f"down_{i}",
+                width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
+                kernel_init=_KERNEL_INIT, name=f"down_{i}",
             )(h)
             h = nn.relu(_instance_norm(self.norm_affine)(h))
         for i in range(self.n_blocks):
@@ -159,8 +159,8 @@ class ResnetGenerator(nn.Module):
             # PyTorch's ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1):
             # pad the dilated input by (k - 1 - padding, k - 1 - padding + output_padding).
             h = nn.ConvTranspose(
-                    width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
-                    kernel_init=_KERNEL_INIT, name=f"up_{i}",
+                width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
+                kernel_init=_KERNEL_INIT, name=f"up_{i}",
             )(h)
             h = nn.relu(_instance_norm(self.norm_affine)(h))
         h = nn.Conv(self.channels, (7, 7), padding="VALID", kernel_init=_KERNEL_INIT, name="output")(reflection_pad(h, 3))
