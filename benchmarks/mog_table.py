@@ -158,6 +158,7 @@ def run_row(config: unrolled_mog.Config, *, seeds: int, samples_path: str | None
         "reverse_kl": [float(r.reverse_kl) for r in results],
         "finished": finished.tolist(),
         "seconds": seconds,
+        "device": jax.devices()[0].device_kind,
         "seeds": seeds,
         "config": dataclasses.asdict(config),
     }
@@ -175,15 +176,16 @@ def format_table(dataset: str, results: dict) -> str:
     lines = [
         f"### {dataset} ({spec.centers.shape[0]} modes, std {spec.std}; mean ± s.e. over seeds)",
         "",
-        "| method | seeds | modes | high-quality % | reverse KL | all seeds finite | seconds |",
-        "| --- | ---: | --- | --- | --- | --- | ---: |",
+        "| method | seeds | steps | modes | high-quality % | reverse KL | all seeds finite | seconds | device |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | --- |",
     ]
     for row, r in results.items():
         lines.append(
-            f"| jgan {row} | {r['seeds']} | {_mean_se(r['modes'])} | {_mean_se(r['high_quality'])} |"
-            f" {_mean_se(r['reverse_kl'])} | {all(r['finished'])} | {r['seconds']:.0f} |")
+            f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {_mean_se(r['modes'])} |"
+            f" {_mean_se(r['high_quality'])} | {_mean_se(r['reverse_kl'])} | {all(r['finished'])} |"
+            f" {r['seconds']:.0f} | {r.get('device', '?')} |")
     for name, modes, hq, kl in PUBLISHED.get(dataset, []):
-        lines.append(f"| {name} | | {modes} | {hq} | {'—' if kl is None else kl} | | |")
+        lines.append(f"| {name} | | | {modes} | {hq} | {'—' if kl is None else kl} | | | |")
     return "\n".join(lines)
 
 

@@ -60,7 +60,10 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
         assert result["modes"][seed] == int(r.modes)
         assert result["high_quality"][seed] == pytest.approx(100 * float(r.high_quality), abs=0.05)
     table = (tmp_path / "table.md").read_text()
-    assert "| jgan gan | 2 |" in table and "| jgan pacgan2 | 2 |" in table
+    device = jax.devices()[0].device_kind
+    assert result["device"] == device
+    assert "| jgan gan | 2 | 4 |" in table and "| jgan pacgan2 | 2 | 4 |" in table  # seeds, steps
+    assert all(line.endswith(f"| {device} |") for line in table.splitlines() if line.startswith("| jgan"))
     assert "PacGAN2 (PacGAN Table 1)" in table
     saved = np.load(tmp_path / "results" / "ring_pacgan__gan.npy")
     np.testing.assert_array_equal(saved, samples)
