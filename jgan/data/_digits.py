@@ -10,8 +10,8 @@ The train/test split is fixed and needs no randomness: every fifth image
 (index ``i % 5 == 4``) is a test image, the rest are training images.
 
 References:
-    Alpaydin & Kaynak, "Optical Recognition of Handwritten Digits", UCI
-    Machine Learning Repository, 1998 (``sklearn.datasets.load_digits``).
+  Alpaydin & Kaynak, "Optical Recognition of Handwritten Digits", UCI
+  Machine Learning Repository, 1998 (``sklearn.datasets.load_digits``).
 """
 
 import functools
@@ -44,18 +44,18 @@ def digits(*, split: str = "train", image_size: int = 32) -> tuple[np.ndarray, n
     """Loads the bundled handwritten digits as an image classification dataset.
 
     Args:
-        split: ``"train"`` (1,438 images), ``"test"`` (359 images) or ``"all"``
-            (1,797 images); the split is fixed (see the module docstring).
-        image_size: the side of the square output images, ``>= 8`` (8 keeps
-            the original pixels; 28 is MNIST's size, 32 DCGAN's smallest).
+      split: ``"train"`` (1,438 images), ``"test"`` (359 images) or ``"all"``
+        (1,797 images); the split is fixed (see the module docstring).
+      image_size: the side of the square output images, ``>= 8`` (8 keeps
+        the original pixels; 28 is MNIST's size, 32 DCGAN's smallest).
 
     Returns:
-        ``(images, labels)``: float32 images ``[n, image_size, image_size, 1]``
-        in ``[-1, 1]`` and int32 labels ``[n]`` in ``[0, 10)``, as numpy
-        arrays, in a fixed order.
+      ``(images, labels)``: float32 images ``[n, image_size, image_size, 1]``
+      in ``[-1, 1]`` and int32 labels ``[n]`` in ``[0, 10)``, as numpy
+      arrays, in a fixed order.
 
     Raises:
-        ValueError: for an unknown split or an image size below 8.
+      ValueError: for an unknown split or an image size below 8.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")

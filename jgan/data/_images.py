@@ -33,12 +33,12 @@ class ImageDatasetSpec(NamedTuple):
     """What a named image dataset yields.
 
     Attributes:
-        name: the dataset's name.
-        image_shape: ``(height, width, channels)`` of the yielded images.
-        num_classes: the number of labels, ``None`` for unpaired datasets.
-        keys: the keys of every batch: ``("x", "label")``, or ``("a", "b")``
-            for unpaired datasets.
-        offline: whether the data ships with jgan's dependencies (no tfds).
+      name: the dataset's name.
+      image_shape: ``(height, width, channels)`` of the yielded images.
+      num_classes: the number of labels, ``None`` for unpaired datasets.
+      keys: the keys of every batch: ``("x", "label")``, or ``("a", "b")``
+        for unpaired datasets.
+      offline: whether the data ships with jgan's dependencies (no tfds).
     """
 
     name: str
@@ -58,14 +58,14 @@ def image_dataset_spec(name: str, *, image_size: int | None = None) -> ImageData
     """Describes what ``image_dataset(name, image_size=...)`` yields, without reading data.
 
     Args:
-        name: one of ``IMAGE_DATASETS``.
-        image_size: as given to ``image_dataset``.
+      name: one of ``IMAGE_DATASETS``.
+      image_size: as given to ``image_dataset``.
 
     Returns:
-        An ``ImageDatasetSpec``.
+      An ``ImageDatasetSpec``.
 
     Raises:
-        ValueError: for an unknown ``name`` (the message lists the supported ones).
+      ValueError: for an unknown ``name`` (the message lists the supported ones).
     """
     name = _check_name(name)
     if image_size is not None:
@@ -108,34 +108,34 @@ def image_dataset(
     disjoint share.
 
     Args:
-        name: one of ``IMAGE_DATASETS``: ``"digits"``, ``"mnist"``,
-            ``"fashion_mnist"``, ``"cifar10"`` or ``"cycle_gan/<config>"``.
-        split: ``"train"`` or ``"test"`` (``"all"`` too for digits; any tfds
-            split such as ``"train[:90%]"`` for the tfds sets).
-        batch_size: the global batch size.
-        seed: an int ``>= 0`` fixing the order of the examples (and the crops).
-        image_size: the side of the square images; ``None`` is the dataset's
-            own size (32 for digits, 28 for (Fashion-)MNIST, 32 for CIFAR-10,
-            256 for CycleGAN).
-        shuffle: shuffle the examples, anew every epoch.
-        repeat: repeat forever.
-        drop_remainder: yield full batches only.
-        process_index: this process; defaults to ``jax.process_index()``.
-        process_count: the number of processes; defaults to ``jax.process_count()``.
-        devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``
-            for ``jax.pmap``.
-        data_dir: tfds' data directory (ignored for digits).
-        download: passed to ``tfds.load`` (ignored for digits).
+      name: one of ``IMAGE_DATASETS``: ``"digits"``, ``"mnist"``,
+        ``"fashion_mnist"``, ``"cifar10"`` or ``"cycle_gan/<config>"``.
+      split: ``"train"`` or ``"test"`` (``"all"`` too for digits; any tfds
+        split such as ``"train[:90%]"`` for the tfds sets).
+      batch_size: the global batch size.
+      seed: an int ``>= 0`` fixing the order of the examples (and the crops).
+      image_size: the side of the square images; ``None`` is the dataset's
+        own size (32 for digits, 28 for (Fashion-)MNIST, 32 for CIFAR-10,
+        256 for CycleGAN).
+      shuffle: shuffle the examples, anew every epoch.
+      repeat: repeat forever.
+      drop_remainder: yield full batches only.
+      process_index: this process; defaults to ``jax.process_index()``.
+      process_count: the number of processes; defaults to ``jax.process_count()``.
+      devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``
+        for ``jax.pmap``.
+      data_dir: tfds' data directory (ignored for digits).
+      download: passed to ``tfds.load`` (ignored for digits).
 
     Returns:
-        An iterator of numpy dicts with the keys of ``image_dataset_spec(name).keys``:
-        float32 images ``[b, h, w, c]`` in ``[-1, 1]`` and int32 labels ``[b]``
-        with ``b = batch_size / process_count`` (``[devices, b / devices, ...]``
-        with ``devices``).
+      An iterator of numpy dicts with the keys of ``image_dataset_spec(name).keys``:
+      float32 images ``[b, h, w, c]`` in ``[-1, 1]`` and int32 labels ``[b]``
+      with ``b = batch_size / process_count`` (``[devices, b / devices, ...]``
+      with ``devices``).
 
     Raises:
-        ValueError: for an unknown ``name`` (the message lists the supported
-            ones) or a batch size that does not divide across processes and devices.
+      ValueError: for an unknown ``name`` (the message lists the supported
+        ones) or a batch size that does not divide across processes and devices.
     """
     name = _check_name(name)
     common = {

@@ -85,16 +85,16 @@ def check_images(images: Any, *, what: str = "images") -> np.ndarray:
     """Checks that ``images`` are float NHWC images scaled to ``[-1, 1]``.
 
     Args:
-        images: ``[n, height, width, channels]`` floating-point images.
-        what: the name used in error messages.
+      images: ``[n, height, width, channels]`` floating-point images.
+      what: the name used in error messages.
 
     Returns:
-        ``images`` as a numpy array (no copy when it already is one).
+      ``images`` as a numpy array (no copy when it already is one).
 
     Raises:
-        ValueError: for a rank other than 4, an integer or boolean dtype (e.g.
-            uint8 in ``0..255``: scale it with ``x / 127.5 - 1``), non-finite
-            values or values outside ``[-1, 1]``.
+      ValueError: for a rank other than 4, an integer or boolean dtype (e.g.
+        uint8 in ``0..255``: scale it with ``x / 127.5 - 1``), non-finite
+        values or values outside ``[-1, 1]``.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -153,14 +153,14 @@ def shard_for_devices(batch: Any, n_devices: int) -> Any:
     This is the layout ``jax.pmap`` expects: row ``d`` goes to local device ``d``.
 
     Args:
-        batch: a pytree (e.g. a dict) of arrays sharing the leading dimension ``b``.
-        n_devices: the number of local devices, ``>= 1`` (``jax.local_device_count()``).
+      batch: a pytree (e.g. a dict) of arrays sharing the leading dimension ``b``.
+      n_devices: the number of local devices, ``>= 1`` (``jax.local_device_count()``).
 
     Returns:
-        The same pytree with leaves ``[n_devices, b / n_devices, ...]``.
+      The same pytree with leaves ``[n_devices, b / n_devices, ...]``.
 
     Raises:
-        ValueError: when a leaf is a scalar or ``b`` is not divisible by ``n_devices``.
+      ValueError: when a leaf is a scalar or ``b`` is not divisible by ``n_devices``.
     """
     n_devices = check_int(n_devices, "n_devices", minimum=1)
 
@@ -199,14 +199,14 @@ def prefetch(
     or dropping the returned generator stops the thread.
 
     Args:
-        iterator: any iterable, e.g. ``array_batches(...)``.
-        size: how many items to keep ready, ``>= 1``.
-        transfer: applied to each item on the background thread, e.g.
-            ``jax.device_put`` or ``lambda b: jax.device_put(b, sharding)``;
-            ``None`` leaves the items as they are.
+      iterator: any iterable, e.g. ``array_batches(...)``.
+      size: how many items to keep ready, ``>= 1``.
+      transfer: applied to each item on the background thread, e.g.
+        ``jax.device_put`` or ``lambda b: jax.device_put(b, sharding)``;
+        ``None`` leaves the items as they are.
 
     Returns:
-        An iterator over the (transferred) items.
+      An iterator over the (transferred) items.
     """
     size = check_int(size, "size", minimum=1)
     return _prefetch(iter(iterator), size, transfer)
@@ -276,38 +276,38 @@ def array_batches(
     batch (see the module docstring): rows ``[p * b / P, (p + 1) * b / P)``.
 
     Args:
-        arrays: a dict of arrays with a common leading dimension ``n``, an
-            ``(images, labels)`` pair (yielded as ``{"x": ..., "label": ...}``,
-            e.g. ``digits(...)``) or a single array (yielded as ``{"x": ...}``).
-        batch_size: the global batch size (summed over processes), ``>= 1``,
-            divisible by ``process_count`` (and by ``devices`` per process).
-        seed: an int ``>= 0`` that fixes every epoch's permutation; the same on
-            every process.
-        shuffle: draw a new permutation every epoch; ``False`` keeps the order.
-        repeat: start a new epoch after the last batch instead of stopping.
-        drop_remainder: skip each epoch's last ``n % batch_size`` examples so
-            every batch is full; with ``False`` the last batch of an epoch is
-            smaller, and its process shards may differ in size by one example
-            (meant for single-process evaluation passes).
-        process_index: this process, in ``[0, process_count)``; defaults to
-            ``jax.process_index()``.
-        process_count: the number of processes; defaults to ``jax.process_count()``.
-        devices: when given, every batch is reshaped to
-            ``[devices, batch_size / process_count / devices, ...]`` for
-            ``jax.pmap`` (see ``shard_for_devices``).
-        validate_images: check that ``arrays["x"]`` holds float images
-            ``[n, height, width, channels]`` in ``[-1, 1]``; set ``False`` for
-            arrays that are not images.
+      arrays: a dict of arrays with a common leading dimension ``n``, an
+        ``(images, labels)`` pair (yielded as ``{"x": ..., "label": ...}``,
+        e.g. ``digits(...)``) or a single array (yielded as ``{"x": ...}``).
+      batch_size: the global batch size (summed over processes), ``>= 1``,
+        divisible by ``process_count`` (and by ``devices`` per process).
+      seed: an int ``>= 0`` that fixes every epoch's permutation; the same on
+        every process.
+      shuffle: draw a new permutation every epoch; ``False`` keeps the order.
+      repeat: start a new epoch after the last batch instead of stopping.
+      drop_remainder: skip each epoch's last ``n % batch_size`` examples so
+        every batch is full; with ``False`` the last batch of an epoch is
+        smaller, and its process shards may differ in size by one example
+        (meant for single-process evaluation passes).
+      process_index: this process, in ``[0, process_count)``; defaults to
+        ``jax.process_index()``.
+      process_count: the number of processes; defaults to ``jax.process_count()``.
+      devices: when given, every batch is reshaped to
+        ``[devices, batch_size / process_count / devices, ...]`` for
+        ``jax.pmap`` (see ``shard_for_devices``).
+      validate_images: check that ``arrays["x"]`` holds float images
+        ``[n, height, width, channels]`` in ``[-1, 1]``; set ``False`` for
+        arrays that are not images.
 
     Returns:
-        An iterator of dicts with the keys of ``arrays``, each leaf
-        ``[batch_size / process_count, ...]`` (or ``[devices, ..., ...]``).
+      An iterator of dicts with the keys of ``arrays``, each leaf
+      ``[batch_size / process_count, ...]`` (or ``[devices, ..., ...]``).
 
     Raises:
-        ValueError: for mismatched leading dimensions, badly scaled or shaped
-            images (see ``check_images``), a batch size that does not divide
-            across processes and devices, fewer examples than one batch with
-            ``drop_remainder=True``, or a partial batch that ``devices`` cannot split.
+      ValueError: for mismatched leading dimensions, badly scaled or shaped
+        images (see ``check_images``), a batch size that does not divide
+        across processes and devices, fewer examples than one batch with
+        ``drop_remainder=True``, or a partial batch that ``devices`` cannot split.
     """
     data = _as_array_dict(arrays)
     if validate_images:

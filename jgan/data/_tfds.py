@@ -32,12 +32,12 @@ jgan.data`` stays light), and TensorFlow is kept off the GPUs
 accelerator memory from JAX. Install them with ``pip install 'jgan[data]'``.
 
 References:
-    LeCun et al., "Gradient-based learning applied to document recognition",
-    1998 (MNIST); Xiao et al., "Fashion-MNIST", 2017; Krizhevsky, "Learning
-    Multiple Layers of Features from Tiny Images", 2009 (CIFAR-10); Zhu et al.,
-    "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
-    Networks", ICCV 2017, sec. 4 and appendix 7.1 (CycleGAN's sets; resize to
-    286, random 256 crop, random horizontal flip).
+  LeCun et al., "Gradient-based learning applied to document recognition",
+  1998 (MNIST); Xiao et al., "Fashion-MNIST", 2017; Krizhevsky, "Learning
+  Multiple Layers of Features from Tiny Images", 2009 (CIFAR-10); Zhu et al.,
+  "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
+  Networks", ICCV 2017, sec. 4 and appendix 7.1 (CycleGAN's sets; resize to
+  286, random 256 crop, random horizontal flip).
 """
 
 from collections.abc import Iterator
@@ -174,36 +174,36 @@ def tfds_images(
     """Iterates over batches of a labelled tfds image dataset.
 
     Args:
-        name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
-        split: a tfds split, e.g. ``"train"``, ``"test"`` or ``"train[:90%]"``.
-        batch_size: the global batch size, divisible by ``process_count`` (and
-            the per-process batch by ``devices``).
-        seed: an int ``>= 0`` fixing the file order and the shuffle buffer.
-        image_size: resize to ``image_size x image_size`` (antialiased
-            bilinear); ``None`` keeps the native size (28 for MNIST and
-            Fashion-MNIST, 32 for CIFAR-10).
-        shuffle: shuffle the files and the examples (reshuffled every epoch).
-        repeat: repeat the data forever.
-        drop_remainder: drop a last batch smaller than ``batch_size / process_count``.
-        shuffle_buffer: the size of the example shuffle buffer.
-        process_index: this process; defaults to ``jax.process_index()``.
-        process_count: the number of processes; defaults to ``jax.process_count()``.
-        devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``
-            for ``jax.pmap``.
-        data_dir: where tfds keeps its data (passed to ``tfds.load``).
-        download: passed to ``tfds.load``: download and prepare the dataset
-            when it is missing (the tfds default); jgan downloads nothing itself.
+      name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
+      split: a tfds split, e.g. ``"train"``, ``"test"`` or ``"train[:90%]"``.
+      batch_size: the global batch size, divisible by ``process_count`` (and
+        the per-process batch by ``devices``).
+      seed: an int ``>= 0`` fixing the file order and the shuffle buffer.
+      image_size: resize to ``image_size x image_size`` (antialiased
+        bilinear); ``None`` keeps the native size (28 for MNIST and
+        Fashion-MNIST, 32 for CIFAR-10).
+      shuffle: shuffle the files and the examples (reshuffled every epoch).
+      repeat: repeat the data forever.
+      drop_remainder: drop a last batch smaller than ``batch_size / process_count``.
+      shuffle_buffer: the size of the example shuffle buffer.
+      process_index: this process; defaults to ``jax.process_index()``.
+      process_count: the number of processes; defaults to ``jax.process_count()``.
+      devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``
+        for ``jax.pmap``.
+      data_dir: where tfds keeps its data (passed to ``tfds.load``).
+      download: passed to ``tfds.load``: download and prepare the dataset
+        when it is missing (the tfds default); jgan downloads nothing itself.
 
     Returns:
-        An iterator of dicts: ``"x"``, float32 ``[b, height, width, channels]``
-        in ``[-1, 1]``, and ``"label"``, int32 ``[b]``, with
-        ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
+      An iterator of dicts: ``"x"``, float32 ``[b, height, width, channels]``
+      in ``[-1, 1]``, and ``"label"``, int32 ``[b]``, with
+      ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
 
     Raises:
-        ValueError: for an unsupported ``name`` (the message lists the
-            supported ones) or a batch size that does not divide across
-            processes and devices.
-        ImportError: when tensorflow-datasets is not installed.
+      ValueError: for an unsupported ``name`` (the message lists the
+        supported ones) or a batch size that does not divide across
+        processes and devices.
+      ImportError: when tensorflow-datasets is not installed.
     """
     name = _check_labelled_name(name)
     image_size = _check_image_size(image_size)
@@ -269,42 +269,42 @@ def tfds_unpaired_images(
     domain runs out.
 
     Args:
-        name: ``"cycle_gan/<config>"``, e.g. ``"cycle_gan/horse2zebra"`` (see
-            ``UNPAIRED_DATASETS``).
-        split: ``"train"`` (tfds splits ``trainA`` and ``trainB``) or
-            ``"test"`` (``testA``, ``testB``), optionally sliced (``"train[:50%]"``).
-        batch_size: the global batch size, divisible by ``process_count`` (and
-            the per-process batch by ``devices``).
-        seed: an int ``>= 0`` fixing the shuffles, crops and flips.
-        image_size: the side of the square output images.
-        load_size: when given (``>= image_size``), resize to ``load_size`` first
-            and take a random ``image_size`` crop (CycleGAN: 286 then 256);
-            ``None`` resizes straight to ``image_size``.
-        random_flip: flip each image horizontally with probability 1/2.
-        shuffle: shuffle the files and the examples (reshuffled every epoch).
-        repeat: repeat each domain forever.
-        drop_remainder: drop a last batch smaller than ``batch_size / process_count``.
-        shuffle_buffer: the size of each domain's shuffle buffer.
-        process_index: this process; defaults to ``jax.process_index()``.
-        process_count: the number of processes; defaults to ``jax.process_count()``.
-        devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``.
-        data_dir: where tfds keeps its data (passed to ``tfds.load``).
-        download: passed to ``tfds.load`` (see ``tfds_images``).
+      name: ``"cycle_gan/<config>"``, e.g. ``"cycle_gan/horse2zebra"`` (see
+        ``UNPAIRED_DATASETS``).
+      split: ``"train"`` (tfds splits ``trainA`` and ``trainB``) or
+        ``"test"`` (``testA``, ``testB``), optionally sliced (``"train[:50%]"``).
+      batch_size: the global batch size, divisible by ``process_count`` (and
+        the per-process batch by ``devices``).
+      seed: an int ``>= 0`` fixing the shuffles, crops and flips.
+      image_size: the side of the square output images.
+      load_size: when given (``>= image_size``), resize to ``load_size`` first
+        and take a random ``image_size`` crop (CycleGAN: 286 then 256);
+        ``None`` resizes straight to ``image_size``.
+      random_flip: flip each image horizontally with probability 1/2.
+      shuffle: shuffle the files and the examples (reshuffled every epoch).
+      repeat: repeat each domain forever.
+      drop_remainder: drop a last batch smaller than ``batch_size / process_count``.
+      shuffle_buffer: the size of each domain's shuffle buffer.
+      process_index: this process; defaults to ``jax.process_index()``.
+      process_count: the number of processes; defaults to ``jax.process_count()``.
+      devices: when given, each batch is reshaped to ``[devices, b / devices, ...]``.
+      data_dir: where tfds keeps its data (passed to ``tfds.load``).
+      download: passed to ``tfds.load`` (see ``tfds_images``).
 
     Returns:
-        An iterator of dicts ``{"a": images_A, "b": images_B}``, each float32
-        ``[b, image_size, image_size, 3]`` in ``[-1, 1]`` with
-        ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
+      An iterator of dicts ``{"a": images_A, "b": images_B}``, each float32
+      ``[b, image_size, image_size, 3]`` in ``[-1, 1]`` with
+      ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
 
     Raises:
-        ValueError: for an unsupported ``name`` or ``split``, ``load_size <
-            image_size``, or a batch size that does not divide across
-            processes and devices.
-        ImportError: when tensorflow-datasets is not installed.
+      ValueError: for an unsupported ``name`` or ``split``, ``load_size <
+        image_size``, or a batch size that does not divide across
+        processes and devices.
+      ImportError: when tensorflow-datasets is not installed.
 
     References:
-        Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent
-        Adversarial Networks", ICCV 2017, appendix 7.1.
+      Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent
+      Adversarial Networks", ICCV 2017, appendix 7.1.
     """
     name = _check_unpaired_name(name)
     splits = {domain: _domain_split(split, domain.upper()) for domain in ("a", "b")}

@@ -10,11 +10,11 @@ them static (``static_argnames=("n", "modes")``) or bind them with
 ``functools.partial``. ``radius``, ``spacing`` and ``std`` may be traced.
 
 References:
-    Metz et al., "Unrolled Generative Adversarial Networks", ICLR 2017, sec. 3.1
-    (ring: 8 modes, radius 2, std 0.02).
-    Srivastava et al., "VEEGAN", NeurIPS 2017, sec. 5.1, and Lin et al.,
-    "PacGAN", NeurIPS 2018, sec. 4.1 (ring: 8 modes, radius 1, std 0.01;
-    grid: 25 modes on {-4, -2, 0, 2, 4}^2, std 0.05).
+  Metz et al., "Unrolled Generative Adversarial Networks", ICLR 2017, sec. 3.1
+  (ring: 8 modes, radius 2, std 0.02).
+  Srivastava et al., "VEEGAN", NeurIPS 2017, sec. 5.1, and Lin et al.,
+  "PacGAN", NeurIPS 2018, sec. 4.1 (ring: 8 modes, radius 1, std 0.01;
+  grid: 25 modes on {-4, -2, 0, 2, 4}^2, std 0.05).
 """
 
 import functools
@@ -30,9 +30,9 @@ class MixtureSpec(NamedTuple):
     """A uniform mixture of isotropic Gaussians.
 
     Attributes:
-        name: the preset this spec was built from (``"ring"``, ``"grid"``, ...).
-        centers: the mode centres, ``[modes, 2]``.
-        std: the standard deviation of every mode (isotropic), a float.
+      name: the preset this spec was built from (``"ring"``, ``"grid"``, ...).
+      centers: the mode centres, ``[modes, 2]``.
+      std: the standard deviation of every mode (isotropic), a float.
     """
 
     name: str
@@ -99,12 +99,12 @@ def ring_centers(
     is ``(radius, 0)`` and there is no duplicate at ``2 pi``.
 
     Args:
-        modes: the number of modes, a static int ``>= 1``.
-        radius: the radius of the ring, ``> 0``.
-        dtype: the floating dtype of the result.
+      modes: the number of modes, a static int ``>= 1``.
+      radius: the radius of the ring, ``> 0``.
+      dtype: the floating dtype of the result.
 
     Returns:
-        The centres, ``[modes, 2]``.
+      The centres, ``[modes, 2]``.
     """
     modes = _check_count(modes, "modes")
     _check_positive(radius, "radius", allow_zero=False)
@@ -123,12 +123,12 @@ def grid_centers(
     is ``(c_i, c_j)`` (``numpy.meshgrid(c, c, indexing="ij")`` order).
 
     Args:
-        side: the number of modes along each axis, a static int ``>= 1``.
-        spacing: the distance between neighbouring centres, ``> 0``.
-        dtype: the floating dtype of the result.
+      side: the number of modes along each axis, a static int ``>= 1``.
+      spacing: the distance between neighbouring centres, ``> 0``.
+      dtype: the floating dtype of the result.
 
     Returns:
-        The centres, ``[side**2, 2]``.
+      The centres, ``[side**2, 2]``.
     """
     side = _check_count(side, "side")
     _check_positive(spacing, "spacing", allow_zero=False)
@@ -176,18 +176,18 @@ def ring(
     """Samples a ring of ``modes`` equally weighted isotropic Gaussians.
 
     Args:
-        key: a PRNG key.
-        n: the number of samples, a static int ``>= 1``.
-        modes: the number of modes, a static int ``>= 1`` (see ``ring_centers``).
-        radius: the radius of the ring, ``> 0``.
-        std: the standard deviation of each mode, ``>= 0``.
-        dtype: the floating dtype of the samples.
+      key: a PRNG key.
+      n: the number of samples, a static int ``>= 1``.
+      modes: the number of modes, a static int ``>= 1`` (see ``ring_centers``).
+      radius: the radius of the ring, ``> 0``.
+      std: the standard deviation of each mode, ``>= 0``.
+      dtype: the floating dtype of the samples.
 
     Returns:
-        The samples, ``[n, 2]``.
+      The samples, ``[n, 2]``.
 
     References:
-        Metz et al. 2017 (radius 2, std 0.02); VEEGAN / PacGAN (radius 1, std 0.01).
+      Metz et al. 2017 (radius 2, std 0.02); VEEGAN / PacGAN (radius 1, std 0.01).
     """
     centers = ring_centers(modes=modes, radius=radius, dtype=dtype)
     return _sample_from_centers(key, n, centers, std)
@@ -205,18 +205,18 @@ def grid(
     """Samples a ``side x side`` grid of equally weighted isotropic Gaussians.
 
     Args:
-        key: a PRNG key.
-        n: the number of samples, a static int ``>= 1``.
-        side: the number of modes along each axis, a static int ``>= 1``.
-        spacing: the distance between neighbouring centres, ``> 0``.
-        std: the standard deviation of each mode, ``>= 0``.
-        dtype: the floating dtype of the samples.
+      key: a PRNG key.
+      n: the number of samples, a static int ``>= 1``.
+      side: the number of modes along each axis, a static int ``>= 1``.
+      spacing: the distance between neighbouring centres, ``> 0``.
+      std: the standard deviation of each mode, ``>= 0``.
+      dtype: the floating dtype of the samples.
 
     Returns:
-        The samples, ``[n, 2]``.
+      The samples, ``[n, 2]``.
 
     References:
-        VEEGAN / PacGAN: 25 modes on {-4, -2, 0, 2, 4}^2, std 0.05.
+      VEEGAN / PacGAN: 25 modes on {-4, -2, 0, 2, 4}^2, std 0.05.
     """
     centers = grid_centers(side=side, spacing=spacing, dtype=dtype)
     return _sample_from_centers(key, n, centers, std)
@@ -240,17 +240,17 @@ def mixture(name: str, **overrides: Any) -> MixtureSpec:
     ``"grid"`` (25 modes on {-4, -2, 0, 2, 4}^2, std 0.05).
 
     Args:
-        name: the preset.
-        **overrides: ``std`` and the keyword arguments of ``ring_centers``
-            (``modes``, ``radius``, ``dtype``) or ``grid_centers`` (``side``,
-            ``spacing``, ``dtype``), e.g. ``mixture("ring", modes=16)``.
+      name: the preset.
+      **overrides: ``std`` and the keyword arguments of ``ring_centers``
+        (``modes``, ``radius``, ``dtype``) or ``grid_centers`` (``side``,
+        ``spacing``, ``dtype``), e.g. ``mixture("ring", modes=16)``.
 
     Returns:
-        A ``MixtureSpec`` to pass to ``sample_mixture`` and ``mode_coverage``.
+      A ``MixtureSpec`` to pass to ``sample_mixture`` and ``mode_coverage``.
 
     Raises:
-        ValueError: for an unknown ``name`` (the message lists the known ones) or
-            an unknown override.
+      ValueError: for an unknown ``name`` (the message lists the known ones) or
+        an unknown override.
     """
     if name not in _PRESETS:
         raise ValueError(
@@ -277,11 +277,11 @@ def sample_mixture(key: jax.Array, n: int, spec: MixtureSpec) -> jax.Array:
     spec holds a string, so it cannot be a traced argument).
 
     Args:
-        key: a PRNG key.
-        n: the number of samples, a static int ``>= 1``.
-        spec: a ``MixtureSpec`` (see ``mixture``).
+      key: a PRNG key.
+      n: the number of samples, a static int ``>= 1``.
+      spec: a ``MixtureSpec`` (see ``mixture``).
 
     Returns:
-        The samples, ``[n, dim]`` in the dtype of ``spec.centers``.
+      The samples, ``[n, dim]`` in the dtype of ``spec.centers``.
     """
     return _sample_from_centers(key, n, spec.centers, spec.std)

@@ -32,9 +32,9 @@ class ClassifierOutput(NamedTuple):
     """What ``DigitClassifier`` returns.
 
     Attributes:
-        features: the globally pooled last convolution, ``[batch, features[-1]]``
-            (the FID / KID feature space).
-        logits: unnormalised class scores, ``[batch, num_classes]``.
+      features: the globally pooled last convolution, ``[batch, features[-1]]``
+        (the FID / KID feature space).
+      logits: unnormalised class scores, ``[batch, num_classes]``.
     """
 
     features: jax.Array  # [batch, feature_dim]
@@ -45,9 +45,9 @@ class DigitClassifier(nn.Module):
     """A convolutional classifier for small images (e.g. 28x28 or 32x32 digits).
 
     Attributes:
-        num_classes: the number of classes.
-        features: channels of the three 3x3 convolutions; the second and third
-            have stride 2. ``features[-1]`` is the feature dimension.
+      num_classes: the number of classes.
+      features: channels of the three 3x3 convolutions; the second and third
+        have stride 2. ``features[-1]`` is the feature dimension.
     """
 
     num_classes: int = 10
@@ -58,12 +58,12 @@ class DigitClassifier(nn.Module):
         """Classifies a batch of images.
 
         Args:
-            x: images ``[batch, height, width, channels]`` in ``[-1, 1]``.
-            train: ignored (the network behaves the same in training and
-                inference); accepted so every jgan module is called alike.
+          x: images ``[batch, height, width, channels]`` in ``[-1, 1]``.
+          train: ignored (the network behaves the same in training and
+            inference); accepted so every jgan module is called alike.
 
         Returns:
-            a ``ClassifierOutput`` with the pooled features and the logits.
+          a ``ClassifierOutput`` with the pooled features and the logits.
         """
         del train
         if x.ndim != 4:
@@ -86,11 +86,11 @@ def save_classifier(path: str | os.PathLike, module: DigitClassifier, params: An
     interrupted save never leaves a truncated file at ``path``.
 
     Args:
-        path: the destination file (its directory is created if needed).
-        module: the classifier the parameters belong to.
-        params: its ``"params"`` collection.
-        image_size: the side of the square images it was trained on.
-        channels: the number of image channels it was trained on.
+      path: the destination file (its directory is created if needed).
+      module: the classifier the parameters belong to.
+      params: its ``"params"`` collection.
+      image_size: the side of the square images it was trained on.
+      channels: the number of image channels it was trained on.
     """
     path = os.fspath(path)
     config = {
@@ -121,16 +121,16 @@ def load_classifier(path: str | os.PathLike) -> tuple[DigitClassifier, Any, dict
     """Reads a classifier written by ``save_classifier``.
 
     Args:
-        path: the file.
+      path: the file.
 
     Returns:
-        ``(module, params, config)``; ``config`` has ``num_classes``,
-        ``features``, ``image_size`` and ``channels``.
+      ``(module, params, config)``; ``config`` has ``num_classes``,
+      ``features``, ``image_size`` and ``channels``.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a jgan classifier file or its
-            parameters do not fit the architecture it records.
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: if the file is not a jgan classifier file or its
+        parameters do not fit the architecture it records.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -167,15 +167,15 @@ def make_classifier_fn(module: DigitClassifier, params: Any, *, batch_size: int 
     """Makes ``images -> (features, probabilities)`` for FID, KID and IS.
 
     Args:
-        module: the classifier.
-        params: its parameters.
-        batch_size: images per compiled call (the last chunk is padded, so
-            one program serves every input size).
+      module: the classifier.
+      params: its parameters.
+      batch_size: images per compiled call (the last chunk is padded, so
+        one program serves every input size).
 
     Returns:
-        a function of images ``[n, h, w, c]`` in ``[-1, 1]`` returning the
-        features ``[n, feature_dim]`` and softmax probabilities
-        ``[n, num_classes]``.
+      a function of images ``[n, h, w, c]`` in ``[-1, 1]`` returning the
+      features ``[n, feature_dim]`` and softmax probabilities
+      ``[n, num_classes]``.
     """
 
     @jax.jit

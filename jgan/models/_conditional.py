@@ -31,11 +31,11 @@ negative indices), so an out-of-range label makes that example's output NaN.
 to reject a batch before it reaches a compiled step.
 
 References:
-    Mirza, Osindero, "Conditional Generative Adversarial Nets", 2014, sec. 3.2
-    and 4.1.
-    Miyato, Koyama, "cGANs with Projection Discriminator", ICLR 2018, eq. 3
-    and sec. 3 (the projection form) and appendix (global sum pooling).
-    Radford, Metz, Chintala, ICLR 2016 (the DCGAN trunk).
+  Mirza, Osindero, "Conditional Generative Adversarial Nets", 2014, sec. 3.2
+  and 4.1.
+  Miyato, Koyama, "cGANs with Projection Discriminator", ICLR 2018, eq. 3
+  and sec. 3 (the projection form) and appendix (global sum pooling).
+  Radford, Metz, Chintala, ICLR 2016 (the DCGAN trunk).
 """
 
 from __future__ import annotations
@@ -56,17 +56,17 @@ def check_labels(labels: ArrayLike, num_classes: int, *, batch: int | None = Non
     values only when they are concrete (not traced).
 
     Args:
-        labels: integer class labels ``[batch]``.
-        num_classes: the number of classes; labels must lie in
-            ``[0, num_classes)``.
-        batch: if given, the expected batch size.
+      labels: integer class labels ``[batch]``.
+      num_classes: the number of classes; labels must lie in
+        ``[0, num_classes)``.
+      batch: if given, the expected batch size.
 
     Returns:
-        ``labels`` as a ``jax.Array``.
+      ``labels`` as a ``jax.Array``.
 
     Raises:
-        ValueError: for a non-integer dtype, a shape other than ``[batch]``, or
-            (concrete labels only) a value outside ``[0, num_classes)``.
+      ValueError: for a non-integer dtype, a shape other than ``[batch]``, or
+        (concrete labels only) a value outside ``[0, num_classes)``.
     """
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
@@ -101,15 +101,15 @@ class ConditionalDCGANGenerator(nn.Module):
     ``make_apply(module, stateful=True)``).
 
     Attributes:
-        image_size: the output height and width, one of 28, 32 and 64.
-        num_classes: the number of classes.
-        channels: the output channels.
-        features: the DCGAN generator's width (see ``DCGANGenerator``).
-        embed_dim: the size of the label embedding; ``None`` is
-            ``num_classes`` (as expressive as one-hot concatenation).
-        momentum: BatchNorm momentum of the running averages.
-        axis_name: if set, BatchNorm statistics are averaged over this mapped
-            axis.
+      image_size: the output height and width, one of 28, 32 and 64.
+      num_classes: the number of classes.
+      channels: the output channels.
+      features: the DCGAN generator's width (see ``DCGANGenerator``).
+      embed_dim: the size of the label embedding; ``None`` is
+        ``num_classes`` (as expressive as one-hot concatenation).
+      momentum: BatchNorm momentum of the running averages.
+      axis_name: if set, BatchNorm statistics are averaged over this mapped
+        axis.
     """
 
     image_size: int
@@ -125,18 +125,18 @@ class ConditionalDCGANGenerator(nn.Module):
         """Maps latents and labels to images.
 
         Args:
-            z: latents ``[batch, latent_dim]``.
-            labels: integer class labels ``[batch]`` in ``[0, num_classes)``.
-            train: BatchNorm with batch statistics (``True``) or running
-                averages (``False``).
+          z: latents ``[batch, latent_dim]``.
+          labels: integer class labels ``[batch]`` in ``[0, num_classes)``.
+          train: BatchNorm with batch statistics (``True``) or running
+            averages (``False``).
 
         Returns:
-            images ``[batch, image_size, image_size, channels]`` in [-1, 1]
-            (NaN for an out-of-range label under ``jit``).
+          images ``[batch, image_size, image_size, channels]`` in [-1, 1]
+          (NaN for an out-of-range label under ``jit``).
 
         Raises:
-            ValueError: for bad label dtypes or shapes, or concrete labels
-                outside ``[0, num_classes)``.
+          ValueError: for bad label dtypes or shapes, or concrete labels
+            outside ``[0, num_classes)``.
         """
         labels = check_labels(labels, self.num_classes, batch=z.shape[0])
         dim = self.num_classes if self.embed_dim is None else self.embed_dim
@@ -165,12 +165,12 @@ class ProjectionDiscriminator(nn.Module):
     ``make_apply(module, stateful=True)``.
 
     Attributes:
-        num_classes: the number of classes.
-        features: the channel count of the first layer; each later layer
-            doubles it.
-        momentum: BatchNorm momentum of the running averages.
-        axis_name: if set, BatchNorm statistics are averaged over this mapped
-            axis.
+      num_classes: the number of classes.
+      features: the channel count of the first layer; each later layer
+        doubles it.
+      momentum: BatchNorm momentum of the running averages.
+      axis_name: if set, BatchNorm statistics are averaged over this mapped
+        axis.
     """
 
     num_classes: int
@@ -183,17 +183,17 @@ class ProjectionDiscriminator(nn.Module):
         """Scores a batch of labelled images.
 
         Args:
-            x: images ``[batch, height, width, channels]``.
-            labels: integer class labels ``[batch]`` in ``[0, num_classes)``.
-            train: BatchNorm with batch statistics (``True``) or running
-                averages (``False``).
+          x: images ``[batch, height, width, channels]``.
+          labels: integer class labels ``[batch]`` in ``[0, num_classes)``.
+          train: BatchNorm with batch statistics (``True``) or running
+            averages (``False``).
 
         Returns:
-            logits ``[batch]`` (NaN for an out-of-range label under ``jit``).
+          logits ``[batch]`` (NaN for an out-of-range label under ``jit``).
 
         Raises:
-            ValueError: for bad label dtypes or shapes, or concrete labels
-                outside ``[0, num_classes)``.
+          ValueError: for bad label dtypes or shapes, or concrete labels
+            outside ``[0, num_classes)``.
         """
         labels = check_labels(labels, self.num_classes, batch=x.shape[0])
         width = self.features

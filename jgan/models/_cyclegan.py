@@ -40,13 +40,13 @@ convolutions before a norm have no bias (the norm removes it). Weights are
 drawn from N(0, 0.02) (the authors' initialisation).
 
 References:
-    Zhu, Park, Isola, Efros, "Unpaired Image-to-Image Translation using
-    Cycle-Consistent Adversarial Networks", ICCV 2017, sec. 4 and appendix 7.2.
-    Johnson, Alahi, Fei-Fei, "Perceptual Losses for Real-Time Style Transfer
-    and Super-Resolution", ECCV 2016 (the generator).
-    Isola, Zhu, Zhou, Efros, "Image-to-Image Translation with Conditional
-    Adversarial Networks", CVPR 2017, sec. 3.2.2 (PatchGAN).
-    Ulyanov, Vedaldi, Lempitsky, "Instance Normalization", 2016.
+  Zhu, Park, Isola, Efros, "Unpaired Image-to-Image Translation using
+  Cycle-Consistent Adversarial Networks", ICCV 2017, sec. 4 and appendix 7.2.
+  Johnson, Alahi, Fei-Fei, "Perceptual Losses for Real-Time Style Transfer
+  and Super-Resolution", ECCV 2016 (the generator).
+  Isola, Zhu, Zhou, Efros, "Image-to-Image Translation with Conditional
+  Adversarial Networks", CVPR 2017, sec. 3.2.2 (PatchGAN).
+  Ulyanov, Vedaldi, Lempitsky, "Instance Normalization", 2016.
 """
 
 from __future__ import annotations
@@ -64,11 +64,11 @@ def reflection_pad(x: jax.Array, pad: int) -> jax.Array:
     """Pads the spatial axes by reflection (edge not repeated), like ``ReflectionPad2d``.
 
     Args:
-        x: images ``[batch, height, width, channels]``.
-        pad: the padding on each side, smaller than ``height`` and ``width``.
+      x: images ``[batch, height, width, channels]``.
+      pad: the padding on each side, smaller than ``height`` and ``width``.
 
     Returns:
-        ``[batch, height + 2·pad, width + 2·pad, channels]``.
+      ``[batch, height + 2·pad, width + 2·pad, channels]``.
     """
     return jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
 
@@ -81,7 +81,7 @@ class ResnetBlock(nn.Module):
     """The residual block ``Rk`` of the CycleGAN generator: ``x + block(x)``.
 
     Attributes:
-        norm_affine: learn instance norm's scale and bias.
+      norm_affine: learn instance norm's scale and bias.
     """
 
     norm_affine: bool = False
@@ -91,10 +91,10 @@ class ResnetBlock(nn.Module):
         """Applies the block.
 
         Args:
-            x: feature maps ``[batch, height, width, channels]``.
+          x: feature maps ``[batch, height, width, channels]``.
 
         Returns:
-            feature maps of the same shape.
+          feature maps of the same shape.
         """
         channels = x.shape[-1]
         h = nn.Conv(channels, (3, 3), padding="VALID", use_bias=False, kernel_init=_KERNEL_INIT)(reflection_pad(x, 1))
@@ -107,12 +107,12 @@ class ResnetGenerator(nn.Module):
     """The CycleGAN generator ``image -> image`` (Johnson et al.'s ResNet).
 
     Attributes:
-        channels: the output channels (3 for RGB).
-        features: the width of the first layer (64 in the paper); the
-            downsampling layers have 2 and 4 times as many channels.
-        n_blocks: residual blocks (6 for 128x128 images, 9 for 256x256).
-        norm_affine: learn instance norm's scale and bias (the authors' code
-            does not).
+      channels: the output channels (3 for RGB).
+      features: the width of the first layer (64 in the paper); the
+        downsampling layers have 2 and 4 times as many channels.
+      n_blocks: residual blocks (6 for 128x128 images, 9 for 256x256).
+      norm_affine: learn instance norm's scale and bias (the authors' code
+        does not).
     """
 
     channels: int = 3
@@ -125,16 +125,16 @@ class ResnetGenerator(nn.Module):
         """Translates a batch of images.
 
         Args:
-            x: images ``[batch, height, width, in_channels]``, height and width
-                multiples of 4 and larger than 3.
-            train: ignored (instance norm behaves the same in both modes).
+          x: images ``[batch, height, width, in_channels]``, height and width
+            multiples of 4 and larger than 3.
+          train: ignored (instance norm behaves the same in both modes).
 
         Returns:
-            images ``[batch, height, width, channels]`` in [-1, 1].
+          images ``[batch, height, width, channels]`` in [-1, 1].
 
         Raises:
-            ValueError: if height or width is not a multiple of 4 or
-                ``n_blocks`` is negative.
+          ValueError: if height or width is not a multiple of 4 or
+            ``n_blocks`` is negative.
         """
         del train
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
@@ -176,10 +176,10 @@ class PatchGANDiscriminator(nn.Module):
     convolution; channels double per layer up to ``8·features``.
 
     Attributes:
-        features: the channel count of the first layer (64 in the paper).
-        n_layers: the number of stride-2 convolutions (3: 70x70 patches).
-        norm_affine: learn instance norm's scale and bias (the authors' code
-            does not).
+      features: the channel count of the first layer (64 in the paper).
+      n_layers: the number of stride-2 convolutions (3: 70x70 patches).
+      norm_affine: learn instance norm's scale and bias (the authors' code
+        does not).
     """
 
     features: int = 64
@@ -191,12 +191,12 @@ class PatchGANDiscriminator(nn.Module):
         """Scores every patch of a batch of images.
 
         Args:
-            x: images ``[batch, height, width, channels]``.
-            train: ignored (instance norm behaves the same in both modes).
+          x: images ``[batch, height, width, channels]``.
+          train: ignored (instance norm behaves the same in both modes).
 
         Returns:
-            logits ``[batch, h', w', 1]``; for ``n_layers = 3``,
-            ``h' = floor(height / 8) - 2`` when ``height`` is a multiple of 8.
+          logits ``[batch, h', w', 1]``; for ``n_layers = 3``,
+          ``h' = floor(height / 8) - 2`` when ``height`` is a multiple of 8.
         """
         del train
         if self.n_layers < 1:

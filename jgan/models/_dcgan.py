@@ -28,10 +28,10 @@ with batch statistics and updates the running averages, ``train=False`` uses
 the running averages.
 
 References:
-    Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
-    Convolutional Generative Adversarial Networks", ICLR 2016, sec. 3
-    (architecture guidelines) and sec. 4 (training details: N(0, 0.02) init,
-    LeakyReLU slope 0.2).
+  Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
+  Convolutional Generative Adversarial Networks", ICLR 2016, sec. 3
+  (architecture guidelines) and sec. 4 (training details: N(0, 0.02) init,
+  LeakyReLU slope 0.2).
 """
 
 from __future__ import annotations
@@ -66,15 +66,15 @@ class DCGANGenerator(nn.Module):
     """The DCGAN generator ``z -> image``.
 
     Attributes:
-        image_size: the output height and width, one of 28, 32 and 64.
-        channels: the output channels (1 for MNIST, 3 for colour images).
-        features: the channel count of the last hidden layer; earlier layers
-            have 2, 4 and 8 times as many (the paper's 64x64 model uses 128,
-            i.e. 1024 channels in the 4x4 map; PyTorch's example uses 64).
-        momentum: BatchNorm momentum of the running averages (0.9 is
-            PyTorch's 0.1 in flax's convention).
-        axis_name: if set, BatchNorm statistics are averaged over this mapped
-            axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+      image_size: the output height and width, one of 28, 32 and 64.
+      channels: the output channels (1 for MNIST, 3 for colour images).
+      features: the channel count of the last hidden layer; earlier layers
+        have 2, 4 and 8 times as many (the paper's 64x64 model uses 128,
+        i.e. 1024 channels in the 4x4 map; PyTorch's example uses 64).
+      momentum: BatchNorm momentum of the running averages (0.9 is
+        PyTorch's 0.1 in flax's convention).
+      axis_name: if set, BatchNorm statistics are averaged over this mapped
+        axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
     """
 
     image_size: int
@@ -88,15 +88,15 @@ class DCGANGenerator(nn.Module):
         """Maps latents to images.
 
         Args:
-            x: latents ``[batch, latent_dim]``.
-            train: normalise with batch statistics and update the running
-                averages (``True``) or use the running averages (``False``).
+          x: latents ``[batch, latent_dim]``.
+          train: normalise with batch statistics and update the running
+            averages (``True``) or use the running averages (``False``).
 
         Returns:
-            images ``[batch, image_size, image_size, channels]`` in [-1, 1].
+          images ``[batch, image_size, image_size, channels]`` in [-1, 1].
 
         Raises:
-            ValueError: if ``image_size`` is not 28, 32 or 64.
+          ValueError: if ``image_size`` is not 28, 32 or 64.
         """
         if self.image_size not in _GENERATOR_PLANS:
             raise ValueError(f"image_size must be one of {sorted(_GENERATOR_PLANS)}, got {self.image_size}.")
@@ -124,16 +124,16 @@ class DCGANDiscriminator(nn.Module):
     accepted.
 
     Attributes:
-        features: the channel count of the first layer; each later layer
-            doubles it.
-        momentum: BatchNorm momentum of the running averages.
-        axis_name: if set, BatchNorm statistics are averaged over this mapped
-            axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
-        normalization: ``"batch"`` (DCGAN; the stateful apply convention),
-            ``"layer"`` (per-example LayerNorm over each feature map, the
-            WGAN-GP critic's choice: a gradient penalty is per example, which
-            batch statistics would couple) or ``"none"``; the last two hold
-            parameters only (the stateless convention).
+      features: the channel count of the first layer; each later layer
+        doubles it.
+      momentum: BatchNorm momentum of the running averages.
+      axis_name: if set, BatchNorm statistics are averaged over this mapped
+        axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+      normalization: ``"batch"`` (DCGAN; the stateful apply convention),
+        ``"layer"`` (per-example LayerNorm over each feature map, the
+        WGAN-GP critic's choice: a gradient penalty is per example, which
+        batch statistics would couple) or ``"none"``; the last two hold
+        parameters only (the stateless convention).
     """
 
     features: int = 64
@@ -146,13 +146,13 @@ class DCGANDiscriminator(nn.Module):
         """Scores a batch of images.
 
         Args:
-            x: images ``[batch, height, width, channels]``, e.g. 28x28, 32x32
-                or 64x64 with any channel count.
-            train: normalise with batch statistics and update the running
-                averages (``True``) or use the running averages (``False``).
+          x: images ``[batch, height, width, channels]``, e.g. 28x28, 32x32
+            or 64x64 with any channel count.
+          train: normalise with batch statistics and update the running
+            averages (``True``) or use the running averages (``False``).
 
         Returns:
-            logits ``[batch]``.
+          logits ``[batch]``.
         """
         if self.normalization not in ("batch", "layer", "none"):
             raise ValueError(f"normalization must be 'batch', 'layer' or 'none', got {self.normalization!r}.")

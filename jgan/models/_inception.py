@@ -48,13 +48,13 @@ Example::
     out.logits    # [batch, 1008]
 
 References:
-    Szegedy, Vanhoucke, Ioffe, Shlens, Wojna, "Rethinking the Inception
-    Architecture for Computer Vision", CVPR 2016 (InceptionV3).
-    Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, "GANs Trained by a Two
-    Time-Scale Update Rule Converge to a Local Nash Equilibrium", NeurIPS 2017
-    (FID on the pool3 features of this network).
-    Seitzer, "pytorch-fid", https://github.com/mseitzer/pytorch-fid
-    (``src/pytorch_fid/inception.py``: the port and its weights).
+  Szegedy, Vanhoucke, Ioffe, Shlens, Wojna, "Rethinking the Inception
+  Architecture for Computer Vision", CVPR 2016 (InceptionV3).
+  Heusel, Ramsauer, Unterthiner, Nessler, Hochreiter, "GANs Trained by a Two
+  Time-Scale Update Rule Converge to a Local Nash Equilibrium", NeurIPS 2017
+  (FID on the pool3 features of this network).
+  Seitzer, "pytorch-fid", https://github.com/mseitzer/pytorch-fid
+  (``src/pytorch_fid/inception.py``: the port and its weights).
 """
 
 from __future__ import annotations
@@ -100,10 +100,10 @@ class InceptionOutput(NamedTuple):
     """What ``InceptionV3`` computes for a batch of images.
 
     Attributes:
-        features: the pool3 features ``[batch, 2048]`` (the global average of
-            Mixed_7c), on which FID and KID are computed.
-        logits: the classifier's logits ``[batch, 1008]``; the Inception Score
-            uses ``softmax(logits)``.
+      features: the pool3 features ``[batch, 2048]`` (the global average of
+        Mixed_7c), on which FID and KID are computed.
+      logits: the classifier's logits ``[batch, 1008]``; the Inception Score
+        uses ``softmax(logits)``.
     """
 
     features: jax.Array
@@ -122,11 +122,11 @@ class BasicConv2d(nn.Module):
     """Convolution without bias, BatchNorm (running averages) and ReLU.
 
     Attributes:
-        features: output channels.
-        kernel_size: ``(kh, kw)`` or one int for a square kernel.
-        strides: ``(sh, sw)`` or one int.
-        padding: symmetric zero padding ``(ph, pw)`` or one int, as in
-            ``torch.nn.Conv2d``.
+      features: output channels.
+      kernel_size: ``(kh, kw)`` or one int for a square kernel.
+      strides: ``(sh, sw)`` or one int.
+      padding: symmetric zero padding ``(ph, pw)`` or one int, as in
+        ``torch.nn.Conv2d``.
     """
 
     features: int
@@ -139,10 +139,10 @@ class BasicConv2d(nn.Module):
         """Applies the layer.
 
         Args:
-            x: feature maps ``[batch, height, width, channels]``.
+          x: feature maps ``[batch, height, width, channels]``.
 
         Returns:
-            feature maps ``[batch, height', width', features]``.
+          feature maps ``[batch, height', width', features]``.
         """
         ph, pw = _pair(self.padding)
         x = nn.Conv(
@@ -171,8 +171,8 @@ class FIDInceptionA(nn.Module):
     """The 35x35 block (Mixed_5b-d): 1x1, 5x5, double 3x3 and pool branches.
 
     Attributes:
-        pool_features: output channels of the pool branch (32 or 64); the block
-            outputs ``224 + pool_features`` channels.
+      pool_features: output channels of the pool branch (32 or 64); the block
+        outputs ``224 + pool_features`` channels.
     """
 
     pool_features: int
@@ -208,8 +208,8 @@ class FIDInceptionC(nn.Module):
     """The 17x17 block (Mixed_6b-e) with factorised 7x7 convolutions.
 
     Attributes:
-        channels_7x7: the width of the factorised 1x7 / 7x1 convolutions
-            (128, 160 or 192); the block outputs 768 channels.
+      channels_7x7: the width of the factorised 1x7 / 7x1 convolutions
+        (128, 160 or 192); the block outputs 768 channels.
     """
 
     channels_7x7: int
@@ -251,10 +251,10 @@ class FIDInceptionE(nn.Module):
     """The 8x8 block (Mixed_7b: ``E_1``, Mixed_7c: ``E_2``) with expanded 3x3 branches.
 
     Attributes:
-        max_pool: pool ``branch_pool``'s input with a 3x3 max pool (``E_2``,
-            Mixed_7c) instead of the padding-excluding 3x3 average pool
-            (``E_1``, Mixed_7b). The max pool is a quirk of the TF graph that
-            FID is defined with.
+      max_pool: pool ``branch_pool``'s input with a 3x3 max pool (``E_2``,
+        Mixed_7c) instead of the padding-excluding 3x3 average pool
+        (``E_1``, Mixed_7b). The max pool is a quirk of the TF graph that
+        FID is defined with.
     """
 
     max_pool: bool = False
@@ -334,16 +334,16 @@ class InceptionV3(nn.Module):
     ones (``Conv2d_1a_3x3``, ``Mixed_5b/branch1x1/conv``, ``fc``).
 
     Attributes:
-        resize_input: resize to 299x299 first (pytorch-fid's default). Without
-            it, any size of at least 75x75 is accepted (the network is fully
-            convolutional up to its global pool).
-        input_range: ``(low, high)``, the range of the input values, mapped to
-            ``[-1, 1]``.
-        dtype: the dtype the images are cast to before resizing. The layers
-            compute in the promotion of it and of the variables' dtype:
-            float32 with the float32 variables of ``load_fid_inception``;
-            float64 variables and ``dtype=jnp.float64`` (with ``jax_enable_x64``)
-            give a float64 forward pass.
+      resize_input: resize to 299x299 first (pytorch-fid's default). Without
+        it, any size of at least 75x75 is accepted (the network is fully
+        convolutional up to its global pool).
+      input_range: ``(low, high)``, the range of the input values, mapped to
+        ``[-1, 1]``.
+      dtype: the dtype the images are cast to before resizing. The layers
+        compute in the promotion of it and of the variables' dtype:
+        float32 with the float32 variables of ``load_fid_inception``;
+        float64 variables and ``dtype=jnp.float64`` (with ``jax_enable_x64``)
+        give a float64 forward pass.
     """
 
     resize_input: bool = True
@@ -355,17 +355,17 @@ class InceptionV3(nn.Module):
         """Computes the pool3 features and logits of a batch of images.
 
         Args:
-            x: images ``[batch, height, width, 3]`` (NHWC, RGB), values in
-                ``input_range``; any real or integer dtype.
-            train: must be ``False``: accepted for the ``make_apply`` /
-                ``init_model`` convention of jgan's modules.
+          x: images ``[batch, height, width, 3]`` (NHWC, RGB), values in
+            ``input_range``; any real or integer dtype.
+          train: must be ``False``: accepted for the ``make_apply`` /
+            ``init_model`` convention of jgan's modules.
 
         Returns:
-            ``InceptionOutput(features [batch, 2048], logits [batch, 1008])``.
+          ``InceptionOutput(features [batch, 2048], logits [batch, 1008])``.
 
         Raises:
-            ValueError: on images that are not ``[batch, height, width, 3]``,
-                smaller than 75x75 without resizing, or ``train=True``.
+          ValueError: on images that are not ``[batch, height, width, 3]``,
+            smaller than 75x75 without resizing, or ``train=True``.
         """
         if train:
             raise ValueError("InceptionV3 is an inference network (BatchNorm uses running averages): train must be False.")
@@ -410,20 +410,20 @@ def make_inception_features(
     new input shape compiles once.
 
     Args:
-        variables: ``{"params": ..., "batch_stats": ...}``, e.g. from
-            ``load_fid_inception``.
-        model: the network (its input convention); ``InceptionV3()`` (images in
-            ``[0, 1]``, resized to 299x299) if ``None``.
-        chunk_size: if set, the batch runs through the network
-            ``chunk_size`` images at a time (``lax.map`` over chunks, the last
-            one zero-padded), which bounds the memory of the activations.
+      variables: ``{"params": ..., "batch_stats": ...}``, e.g. from
+        ``load_fid_inception``.
+      model: the network (its input convention); ``InceptionV3()`` (images in
+        ``[0, 1]``, resized to 299x299) if ``None``.
+      chunk_size: if set, the batch runs through the network
+        ``chunk_size`` images at a time (``lax.map`` over chunks, the last
+        one zero-padded), which bounds the memory of the activations.
 
     Returns:
-        ``features_fn(images)``: images ``[batch, height, width, 3]`` ->
-        ``InceptionOutput(features [batch, 2048], logits [batch, 1008])``.
+      ``features_fn(images)``: images ``[batch, height, width, 3]`` ->
+      ``InceptionOutput(features [batch, 2048], logits [batch, 1008])``.
 
     Raises:
-        ValueError: if ``chunk_size`` is not positive.
+      ValueError: if ``chunk_size`` is not positive.
     """
     model = InceptionV3() if model is None else model
     if chunk_size is not None and chunk_size < 1:
@@ -676,17 +676,17 @@ def read_torch_state_dict(path: PathLike) -> dict[str, np.ndarray]:
     file cannot run code.
 
     Args:
-        path: the ``.pth`` / ``.pt`` file.
+      path: the ``.pth`` / ``.pt`` file.
 
     Returns:
-        ``{name: array}`` in the file's order, e.g.
-        ``{"Conv2d_1a_3x3.conv.weight": float32[32, 3, 3, 3], ...}``.
+      ``{name: array}`` in the file's order, e.g.
+      ``{"Conv2d_1a_3x3.conv.weight": float32[32, 3, 3, 3], ...}``.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file is not a PyTorch state_dict, is truncated or
-            inconsistent, or references a global outside the allowed set
-            (the message names it).
+      FileNotFoundError: if ``path`` does not exist.
+      ValueError: if the file is not a PyTorch state_dict, is truncated or
+        inconsistent, or references a global outside the allowed set
+        (the message names it).
     """
     path = pathlib.Path(path)
     if not path.is_file():
@@ -866,19 +866,19 @@ def load_fid_inception(path: PathLike | None = None, *, cache_dir: PathLike | No
     architecture. Nothing is ever downloaded.
 
     Args:
-        path: the weights file. If ``None``, ``cache_dir`` is searched for
-            ``FID_WEIGHTS_NATIVE_FILENAME``, then ``FID_WEIGHTS_FILENAME``.
-        cache_dir: a directory holding the weights (used when ``path`` is
-            ``None``).
+      path: the weights file. If ``None``, ``cache_dir`` is searched for
+        ``FID_WEIGHTS_NATIVE_FILENAME``, then ``FID_WEIGHTS_FILENAME``.
+      cache_dir: a directory holding the weights (used when ``path`` is
+        ``None``).
 
     Returns:
-        ``{"params": ..., "batch_stats": ...}`` (float32 arrays) for
-        ``InceptionV3().apply``.
+      ``{"params": ..., "batch_stats": ...}`` (float32 arrays) for
+      ``InceptionV3().apply``.
 
     Raises:
-        FileNotFoundError: if the file (or a file in ``cache_dir``) is missing.
-        ValueError: if the file is malformed, or has missing, unexpected or
-            mis-shaped keys (the message names the first offending key).
+      FileNotFoundError: if the file (or a file in ``cache_dir``) is missing.
+      ValueError: if the file is malformed, or has missing, unexpected or
+        mis-shaped keys (the message names the first offending key).
     """
     path = _locate(path, cache_dir)
     if _is_native(path):
@@ -895,11 +895,11 @@ def save_fid_inception(variables: Mapping[str, Any], path: PathLike) -> pathlib.
     """Writes ``InceptionV3`` variables in jgan's native ``.npz`` format.
 
     Args:
-        variables: ``{"params": ..., "batch_stats": ...}``.
-        path: the output file (``numpy.savez`` appends ``.npz`` when missing).
+      variables: ``{"params": ..., "batch_stats": ...}``.
+      path: the output file (``numpy.savez`` appends ``.npz`` when missing).
 
     Returns:
-        the path written.
+      the path written.
     """
     flat = {key: np.asarray(value, np.float32) for key, value in traverse_util.flatten_dict(dict(variables), sep=_SEP).items()}
     _validated(flat, torch_names=False, source="variables")
@@ -915,16 +915,16 @@ def convert_fid_inception_weights(pth_path: PathLike, out_path: PathLike) -> pat
     """Converts pytorch-fid's ``.pth`` into jgan's native ``.npz``, without torch.
 
     Args:
-        pth_path: ``pt_inception-2015-12-05-6726825d.pth`` (or any file with
-            the same keys and shapes).
-        out_path: the ``.npz`` to write (``.npz`` is appended when missing).
+      pth_path: ``pt_inception-2015-12-05-6726825d.pth`` (or any file with
+        the same keys and shapes).
+      out_path: the ``.npz`` to write (``.npz`` is appended when missing).
 
     Returns:
-        the path written.
+      the path written.
 
     Raises:
-        FileNotFoundError: if ``pth_path`` does not exist.
-        ValueError: as ``load_fid_inception``.
+      FileNotFoundError: if ``pth_path`` does not exist.
+      ValueError: as ``load_fid_inception``.
     """
     pth_path = pathlib.Path(pth_path)
     if not pth_path.is_file():

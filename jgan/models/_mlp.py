@@ -8,8 +8,8 @@ state), so they use the stateless apply convention
 ignored, so every jgan module is called the same way.
 
 References:
-    Metz et al., "Unrolled Generative Adversarial Networks", ICLR 2017,
-    appendix A (mixture of Gaussians architecture).
+  Metz et al., "Unrolled Generative Adversarial Networks", ICLR 2017,
+  appendix A (mixture of Gaussians architecture).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ class MLPGenerator(nn.Module):
     """A fully connected generator ``z -> x``.
 
     Attributes:
-        out_features: the data dimension (2 for the 2-D mixtures).
-        hidden: the width of each hidden layer.
-        activation: the hidden-layer non-linearity.
-        output_activation: applied to the output layer, or ``None`` for a
-            linear output (the mixture-of-Gaussians setting).
+      out_features: the data dimension (2 for the 2-D mixtures).
+      hidden: the width of each hidden layer.
+      activation: the hidden-layer non-linearity.
+      output_activation: applied to the output layer, or ``None`` for a
+        linear output (the mixture-of-Gaussians setting).
     """
 
     out_features: int
@@ -44,11 +44,11 @@ class MLPGenerator(nn.Module):
         """Maps latents to samples.
 
         Args:
-            x: latents ``[batch, latent_dim]``.
-            train: ignored (the network has no train-time behaviour).
+          x: latents ``[batch, latent_dim]``.
+          train: ignored (the network has no train-time behaviour).
 
         Returns:
-            samples ``[batch, out_features]``.
+          samples ``[batch, out_features]``.
         """
         del train
         for width in self.hidden:
@@ -63,8 +63,8 @@ class MLPDiscriminator(nn.Module):
     """A fully connected discriminator ``x -> logit``.
 
     Attributes:
-        hidden: the width of each hidden layer.
-        activation: the hidden-layer non-linearity.
+      hidden: the width of each hidden layer.
+      activation: the hidden-layer non-linearity.
     """
 
     hidden: Sequence[int] = (128, 128)
@@ -75,12 +75,12 @@ class MLPDiscriminator(nn.Module):
         """Scores a batch.
 
         Args:
-            x: data ``[batch, ...]``; every non-batch axis is flattened, so a
-                PacGAN-packed batch ``[batch, pack, features]`` is accepted.
-            train: ignored (the network has no train-time behaviour).
+          x: data ``[batch, ...]``; every non-batch axis is flattened, so a
+            PacGAN-packed batch ``[batch, pack, features]`` is accepted.
+          train: ignored (the network has no train-time behaviour).
 
         Returns:
-            logits (or critic scores) ``[batch]``.
+          logits (or critic scores) ``[batch]``.
         """
         del train
         x = jnp.reshape(x, (x.shape[0], -1))
