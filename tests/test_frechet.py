@@ -380,7 +380,7 @@ def test_accumulator_bad_input_raises():
     state = init_gaussian_statistics(3)
     with pytest.raises(ValueError, match="dim"):
         init_gaussian_statistics(0)
-    with pytest.raises(ValueError, match="dim"):
+    with pytest.raises(TypeError, match="dim must be a Python int"):
         init_gaussian_statistics(2.0)
     with pytest.raises(ValueError, match=r"\[b, 3\]"):
         update_gaussian_statistics(state, np.ones((4, 2)))

@@ -176,13 +176,19 @@ class InceptionScoreJitTest(chex.TestCase):
         (np.array([[0.5, 0.5, np.inf], [0.2, 0.3, 0.5]]), 1, "finite"),
         (np.full((4, 2), 0.5), 0, "splits"),
         (np.full((4, 2), 0.5), 5, "splits"),
-        (np.full((4, 2), 0.5), 2.0, "splits"),
-        (np.full((4, 2), 0.5), True, "splits"),
     ],
 )
 def test_bad_input_raises(probs, splits, match):
     with pytest.raises(ValueError, match=match):
         inception_score(probs, splits=splits)
+
+
+@pytest.mark.parametrize("splits", [2.0, True, np.float32(2)])
+def test_non_int_splits_raise_type_error(splits):
+    with pytest.raises(TypeError, match="splits must be a Python int"):
+        inception_score(np.full((4, 2), 0.5), splits=splits)
+    with pytest.raises(TypeError, match="splits must be a Python int"):
+        inception_score_from_logits(np.zeros((4, 2)), splits=splits)
 
 
 def test_bad_logits_raise():

@@ -259,7 +259,6 @@ def test_mmd2_bandwidth_is_required_keyword():
         (dict(subset_size=1), "subset_size"),
         (dict(subsets=0), "subsets"),
         (dict(degree=0), "degree"),
-        (dict(degree=2.5), "degree"),
         (dict(gamma=-1.0), "gamma"),
         (dict(gamma=np.ones(2)), "gamma"),
         (dict(coef0=np.ones(2)), "coef0"),
@@ -269,6 +268,15 @@ def test_kid_bad_input_raises(kwargs, match):
     f1, f2 = np.zeros((40, 3)), np.zeros((30, 3))  # subset_size may be at most 30
     kwargs = dict(dict(subsets=2, subset_size=10, key=jax.random.key(0)), **kwargs)
     with pytest.raises(ValueError, match=match):
+        kid(f1, f2, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["subsets", "subset_size", "degree"])
+def test_kid_non_int_count_raises_type_error(name):
+    f1, f2 = np.zeros((40, 3)), np.zeros((30, 3))
+    kwargs = dict(subsets=2, subset_size=10, key=jax.random.key(0))
+    kwargs[name] = 2.5
+    with pytest.raises(TypeError, match=f"{name} must be a Python int"):
         kid(f1, f2, **kwargs)
 
 

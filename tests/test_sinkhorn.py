@@ -442,7 +442,6 @@ _Y = np.ones((5, 2))
         (_X, _Y, dict(threshold=0.0), "threshold"),
         (_X, _Y, dict(max_iterations=0), "max_iterations"),
         (_X, _Y, dict(num_iterations=0), "num_iterations"),
-        (_X, _Y, dict(inner_iterations=2.5), "inner_iterations"),
     ],
 )
 def test_bad_input_raises(x, y, kwargs, match):
@@ -452,6 +451,14 @@ def test_bad_input_raises(x, y, kwargs, match):
     if "a" not in kwargs and "b" not in kwargs:
         with pytest.raises(ValueError, match=match):
             sinkhorn_divergence(x, y, **kwargs)
+
+
+@pytest.mark.parametrize("name", ["max_iterations", "inner_iterations", "num_iterations"])
+@pytest.mark.parametrize("value", [2.5, True, np.float32(3)])
+def test_non_int_iteration_count_raises_type_error(name, value):
+    for solver in (sinkhorn, sinkhorn_divergence):
+        with pytest.raises(TypeError, match=f"{name} must be a Python int.*got"):
+            solver(_X, _Y, epsilon=0.1, **{name: value})
 
 
 def test_bad_input_raises_under_jit_for_static_properties():

@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
+
+from jgan import _validate
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -128,9 +129,12 @@ def init_gaussian_statistics(dim: int, dtype: Any = jnp.float32) -> GaussianStat
     Returns:
       A ``GaussianStatistics`` with ``count == 0``, a zero ``[d]`` mean and a
       zero ``[d, d]`` scatter.
+
+    Raises:
+      TypeError: if ``dim`` is not an int.
+      ValueError: if ``dim < 1``.
     """
-    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim!r}.")
+    dim = _validate.check_int(dim, "dim", minimum=1, static=True)
     dtype = _float_dtype(dtype=jnp.float32 if dtype is None else dtype)
     return GaussianStatistics(
         count=jnp.zeros((), jnp.int32),

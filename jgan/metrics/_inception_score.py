@@ -7,6 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgan import _validate
+
 # How far a row of ``probs`` may sum from 1 (float16 / float32 softmax outputs
 # over ~1000 classes are well within it).
 _SUM_TOLERANCE = 1e-3
@@ -25,11 +27,11 @@ class InceptionScore(NamedTuple):
     std: jax.Array  # [] float
 
 
-def _check_splits(splits, n: int) -> None:
-    if isinstance(splits, bool) or not isinstance(splits, (int, np.integer)):
-        raise ValueError(f"splits must be a Python int, got {splits!r}.")
+def _check_splits(splits, n: int) -> int:
+    splits = _validate.check_int(splits, "splits", static=True)
     if not 1 <= splits <= n:
         raise ValueError(f"splits must be in [1, n] = [1, {n}], got {splits}.")
+    return splits
 
 
 def _check_2d(x, what: str) -> None:
@@ -82,7 +84,8 @@ def inception_score(probs: jax.typing.ArrayLike, *, splits: int = 10) -> Incepti
 
     Raises:
       ValueError: if ``probs`` is not ``[n, classes]``, is concrete and not a
-        batch of distributions, or ``splits`` is not an int in ``[1, n]``.
+        batch of distributions, or ``splits`` is not in ``[1, n]``.
+      TypeError: if ``splits`` is not an int.
 
     References:
       Salimans et al., "Improved Techniques for Training GANs", NeurIPS 2016,
@@ -92,7 +95,7 @@ def inception_score(probs: jax.typing.ArrayLike, *, splits: int = 10) -> Incepti
     """
     probs = jnp.asarray(probs)
     _check_2d(probs, "probs")
-    _check_splits(splits, probs.shape[0])
+    splits = _check_splits(splits, probs.shape[0])
     dtype = _float_dtype(probs)
     if not isinstance(probs, jax.core.Tracer):
         p = np.asarray(probs, np.float64)
@@ -136,7 +139,7 @@ def inception_score_from_logits(
     """
     logits = jnp.asarray(logits)
     _check_2d(logits, "logits")
-    _check_splits(splits, logits.shape[0])
+    splits = _check_splits(splits, logits.shape[0])
     dtype = _float_dtype(logits)
     if not isinstance(logits, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(logits))):
         raise ValueError("logits must be finite.")

@@ -6,12 +6,13 @@ means).
 """
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jgan import _validate
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -146,11 +147,6 @@ def _gaussian_mmd2(x, y, bandwidths):
     return _unbiased_mmd2(kernel(x, x), kernel(y, y), kernel(x, y))
 
 
-def _positive_int(value, what: str, minimum: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}.")
-
-
 @functools.partial(jax.jit, static_argnames=("n1", "n2", "subsets", "subset_size"))
 def _subset_indices(key, n1: int, n2: int, *, subsets: int, subset_size: int):
     """The rows of each KID subset: int32 ``[subsets, subset_size]`` twice.
@@ -218,8 +214,10 @@ def kid(
 
     Raises:
       ValueError: on shapes other than ``[n1, d]`` / ``[n2, d]``, a
-        ``subset_size`` outside ``[2, min(n1, n2)]``, or a bad ``subsets``,
-        ``degree`` or ``gamma``.
+        ``subset_size`` outside ``[2, min(n1, n2)]``, ``subsets`` or
+        ``degree`` below 1, or a ``gamma`` that is not a scalar or (concrete)
+        not finite and positive.
+      TypeError: if ``subsets``, ``subset_size`` or ``degree`` is not an int.
 
     References:
       Bińkowski et al., "Demystifying MMD GANs", ICLR 2018, sec. 4 and
@@ -229,9 +227,9 @@ def kid(
     features1 = jnp.asarray(features1)
     features2 = jnp.asarray(features2)
     _check_samples(features1, features2, min_n=1, names=("features1", "features2"))
-    _positive_int(subsets, "subsets")
-    _positive_int(subset_size, "subset_size", minimum=2)
-    _positive_int(degree, "degree")
+    subsets = _validate.check_int(subsets, "subsets", minimum=1, static=True)
+    subset_size = _validate.check_int(subset_size, "subset_size", minimum=2, static=True)
+    degree = _validate.check_int(degree, "degree", minimum=1, static=True)
     n1, n2 = features1.shape[0], features2.shape[0]
     if subset_size > min(n1, n2):
         raise ValueError(
@@ -240,12 +238,8 @@ def kid(
         )
     if gamma is None:
         gamma = 1.0 / features1.shape[1]
-    elif jnp.ndim(gamma) != 0:
-        raise ValueError(f"gamma must be a scalar, got shape {jnp.shape(gamma)}.")
-    elif not isinstance(gamma, jax.core.Tracer):
-        g = float(gamma)
-        if not (math.isfinite(g) and g > 0):
-            raise ValueError(f"gamma must be finite and > 0, got {g}.")
+    else:
+        _validate.check_positive_scalar(gamma, "gamma")
     if jnp.ndim(coef0) != 0:
         raise ValueError(f"coef0 must be a scalar, got shape {jnp.shape(coef0)}.")
     dtype = _float_dtype(features1, features2)
@@ -255,9 +249,9 @@ def kid(
         key,
         jnp.asarray(gamma, dtype),
         jnp.asarray(coef0, dtype),
-        subsets=int(subsets),
-        subset_size=int(subset_size),
-        degree=int(degree),
+        subsets=subsets,
+        subset_size=subset_size,
+        degree=degree,
     )
 
 

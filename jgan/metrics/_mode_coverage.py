@@ -1,10 +1,12 @@
 """Mode coverage of a mixture of Gaussians (the VEEGAN / PacGAN protocol)."""
 
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+from jgan import _validate
 
 
 class ModeCoverage(NamedTuple):
@@ -26,17 +28,6 @@ class ModeCoverage(NamedTuple):
     high_quality: jax.Array  # [] float
     reverse_kl: jax.Array  # [] float
     counts: jax.Array  # [M] int32
-
-
-def _check_positive_scalar(value: Any, what: str) -> None:
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{what} must be a scalar, got shape {jnp.shape(value)}.")
-    try:
-        v = float(value)
-    except jax.errors.ConcretizationTypeError:
-        return  # traced: cannot be checked at trace time
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{what} must be finite and > 0, got {v}.")
 
 
 def mode_coverage(
@@ -111,8 +102,8 @@ def mode_coverage(
             "samples and centers must have the same dimension d, got "
             f"samples {samples.shape} and centers {centers.shape}."
         )
-    _check_positive_scalar(std, "std")
-    _check_positive_scalar(threshold, "threshold")
+    _validate.check_positive_scalar(std, "std")
+    _validate.check_positive_scalar(threshold, "threshold")
 
     dtype = jnp.promote_types(jnp.result_type(samples, centers), jnp.float32)
     if not jnp.issubdtype(dtype, jnp.floating):

@@ -8,6 +8,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jgan import _validate
+
 _COSTS = ("sqeuclidean", "euclidean")
 
 
@@ -69,22 +71,6 @@ class SinkhornDivergenceOutput(NamedTuple):
 # --------------------------------------------------------------- validation
 
 
-def _concrete_float(value: Any) -> Optional[float]:
-    """``float(value)``, or None when ``value`` is traced."""
-    try:
-        return float(value)
-    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
-        return None
-
-
-def _check_positive_scalar(value: Any, what: str) -> None:
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{what} must be a scalar, got shape {jnp.shape(value)}.")
-    v = _concrete_float(value)
-    if v is not None and not (math.isfinite(v) and v > 0):
-        raise ValueError(f"{what} must be finite and > 0, got {v}.")
-
-
 def _check_weights(w: Any, size: int, name: str, points: str) -> None:
     if jnp.shape(w) != (size,):
         raise ValueError(
@@ -102,12 +88,6 @@ def _check_weights(w: Any, size: int, name: str, points: str) -> None:
         raise ValueError(f"{name} must sum to 1, got {total}.")
 
 
-def _check_count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{what} must be a Python int >= 1, got {value!r}.")
-    return value
-
-
 def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
              num_iterations):
     """Validates the inputs and casts the arrays to one floating dtype.
@@ -115,16 +95,16 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
     Returns ``(x, y, a, b, epsilon, threshold, static)``, ``static`` the
     keyword arguments of the jitted solvers that are compile-time constants.
     """
+    count = functools.partial(_validate.check_int, minimum=1, static=True)
     static = dict(
         cost=cost,
-        max_iterations=_check_count(max_iterations, "max_iterations"),
-        inner_iterations=_check_count(inner_iterations, "inner_iterations"),
+        max_iterations=count(max_iterations, "max_iterations"),
+        inner_iterations=count(inner_iterations, "inner_iterations"),
         num_iterations=(
-            None if num_iterations is None
-            else _check_count(num_iterations, "num_iterations")
+            None if num_iterations is None else count(num_iterations, "num_iterations")
         ),
     )
-    _check_positive_scalar(threshold, "threshold")
+    _validate.check_positive_scalar(threshold, "threshold")
     x = jnp.asarray(x)
     y = jnp.asarray(y)
     if x.ndim != 2:
@@ -141,7 +121,7 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
         )
     if cost not in _COSTS:
         raise ValueError(f"cost must be one of {_COSTS}, got {cost!r}.")
-    _check_positive_scalar(epsilon, "epsilon")
+    _validate.check_positive_scalar(epsilon, "epsilon")
     n, m = x.shape[0], y.shape[0]
     if a is not None:
         _check_weights(a, n, "a", "x")
