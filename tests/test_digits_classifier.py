@@ -42,10 +42,15 @@ def test_digits_split_is_a_fixed_partition_of_sklearn_digits():
     np.testing.assert_array_equal(data.digits(split="test", image_size=8)[0], test_x)
 
 
-@pytest.mark.parametrize("kwargs", [{"split": "validation"}, {"image_size": 4}, {"image_size": 16.0}])
+@pytest.mark.parametrize("kwargs", [{"split": "validation"}, {"image_size": 4}])
 def test_digits_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         data.digits(**kwargs)
+
+
+def test_digits_non_int_image_size_raises_type_error():
+    with pytest.raises(TypeError, match="image_size must be a Python int"):
+        data.digits(image_size=16.0)
 
 
 def _classifier(seed=0, size=16):

@@ -195,7 +195,6 @@ def test_mixture_unknown_name_lists_known():
     [
         (lambda k: data.ring(k, 0), "n must be >= 1"),
         (lambda k: data.ring(k, -3), "n must be >= 1"),
-        (lambda k: data.ring(k, 2.5), "static Python int"),
         (lambda k: data.ring(k, 10, modes=0), "modes must be >= 1"),
         (lambda k: data.ring(k, 10, std=-0.1), "std"),
         (lambda k: data.ring(k, 10, radius=0.0), "radius"),
@@ -216,6 +215,19 @@ def test_bad_input_raises(call, match):
         call(jax.random.key(0))
 
 
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda k: data.ring(k, 2.5), "n must be a Python int .*static"),
+        (lambda k: data.ring(k, 10, modes=8.0), "modes must be a Python int"),
+        (lambda k: data.grid(k, 10, side=True), "side must be a Python int"),
+    ],
+)
+def test_non_int_count_raises_type_error(call, match):
+    with pytest.raises(TypeError, match=match):
+        call(jax.random.key(0))
+
+
 def test_traced_count_raises_clear_error():
-    with pytest.raises(ValueError, match="static"):
+    with pytest.raises(TypeError, match="static"):
         jax.jit(data.ring)(jax.random.key(0), 10)

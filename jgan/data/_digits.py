@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgan import _validate
+
 SPLITS = ("train", "test", "all")
 NUM_CLASSES = 10
 _MAX_INTENSITY = 16.0
@@ -56,11 +58,11 @@ def digits(*, split: str = "train", image_size: int = 32) -> tuple[np.ndarray, n
 
     Raises:
       ValueError: for an unknown split or an image size below 8.
+      TypeError: for an image size that is not an int.
     """
     if split not in SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}.")
-    if not isinstance(image_size, int) or image_size < 8:
-        raise ValueError(f"image_size must be an int >= 8, got {image_size!r}.")
+    image_size = _validate.check_int(image_size, "image_size", minimum=8)
     images, labels = _raw_digits()
     index = np.arange(len(labels))
     if split == "train":

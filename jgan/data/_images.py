@@ -15,10 +15,10 @@ from typing import NamedTuple
 
 import numpy as np
 
+from jgan import _validate
 from jgan.data._digits import NUM_CLASSES as _DIGITS_CLASSES
 from jgan.data._digits import digits
 from jgan.data._pipeline import array_batches
-from jgan.data._pipeline import check_int
 from jgan.data._tfds import CYCLE_GAN_IMAGE_SIZE
 from jgan.data._tfds import LABELLED_DATASETS
 from jgan.data._tfds import UNPAIRED_DATASETS
@@ -66,10 +66,11 @@ def image_dataset_spec(name: str, *, image_size: int | None = None) -> ImageData
 
     Raises:
       ValueError: for an unknown ``name`` (the message lists the supported ones).
+      TypeError: when ``image_size`` is neither None nor an int.
     """
     name = _check_name(name)
     if image_size is not None:
-        image_size = check_int(image_size, "image_size", minimum=1)
+        image_size = _validate.check_int(image_size, "image_size", minimum=1)
     if name == "digits":
         side = image_size or _DIGITS_IMAGE_SIZE
         return ImageDatasetSpec(name, (side, side, 1), _DIGITS_CLASSES, ("x", "label"), True)
@@ -136,6 +137,8 @@ def image_dataset(
     Raises:
       ValueError: for an unknown ``name`` (the message lists the supported
         ones) or a batch size that does not divide across processes and devices.
+      TypeError: when ``batch_size``, ``seed``, ``image_size``,
+        ``process_index``, ``process_count`` or ``devices`` is not an int.
     """
     name = _check_name(name)
     common = {

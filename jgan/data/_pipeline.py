@@ -34,6 +34,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from jgan import _validate
+
 Batch = dict[str, np.ndarray]
 
 _RANGE_TOLERANCE = 1e-5  # float32 rounding of a [-1, 1] rescale
@@ -43,20 +45,12 @@ _RANGE_TOLERANCE = 1e-5  # float32 rounding of a [-1, 1] rescale
 # Validation helpers (shared with the tfds pipelines).
 
 
-def check_int(value: Any, what: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{what} must be an int, got {value!r} of type {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{what} must be >= {minimum}, got {value}.")
-    return int(value)
-
-
 def resolve_process(process_index: int | None, process_count: int | None) -> tuple[int, int]:
     """``(index, count)``, defaulting to ``jax.process_index()/process_count()``."""
     count = jax.process_count() if process_count is None else process_count
-    count = check_int(count, "process_count", minimum=1)
+    count = _validate.check_int(count, "process_count", minimum=1)
     index = jax.process_index() if process_index is None else process_index
-    index = check_int(index, "process_index", minimum=0)
+    index = _validate.check_int(index, "process_index", minimum=0)
     if index >= count:
         raise ValueError(f"process_index must be < process_count = {count}, got {index}.")
     return index, count
@@ -64,7 +58,7 @@ def resolve_process(process_index: int | None, process_count: int | None) -> tup
 
 def local_batch_size(batch_size: Any, process_count: int, devices: int | None) -> int:
     """The per-process batch size; raises unless it divides evenly."""
-    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    batch_size = _validate.check_int(batch_size, "batch_size", minimum=1)
     if batch_size % process_count:
         raise ValueError(
             f"batch_size (the global batch size) = {batch_size} is not divisible by "
@@ -72,7 +66,7 @@ def local_batch_size(batch_size: Any, process_count: int, devices: int | None) -
         )
     local = batch_size // process_count
     if devices is not None:
-        devices = check_int(devices, "devices", minimum=1)
+        devices = _validate.check_int(devices, "devices", minimum=1)
         if local % devices:
             raise ValueError(
                 f"the per-process batch size {local} (batch_size {batch_size} / "
@@ -161,8 +155,9 @@ def shard_for_devices(batch: Any, n_devices: int) -> Any:
 
     Raises:
       ValueError: when a leaf is a scalar or ``b`` is not divisible by ``n_devices``.
+      TypeError: when ``n_devices`` is not an int.
     """
-    n_devices = check_int(n_devices, "n_devices", minimum=1)
+    n_devices = _validate.check_int(n_devices, "n_devices", minimum=1)
 
     def reshape(leaf):
         shape = np.shape(leaf)
@@ -208,7 +203,7 @@ def prefetch(
     Returns:
       An iterator over the (transferred) items.
     """
-    size = check_int(size, "size", minimum=1)
+    size = _validate.check_int(size, "size", minimum=1)
     return _prefetch(iter(iterator), size, transfer)
 
 
@@ -308,6 +303,8 @@ def array_batches(
         images (see ``check_images``), a batch size that does not divide
         across processes and devices, fewer examples than one batch with
         ``drop_remainder=True``, or a partial batch that ``devices`` cannot split.
+      TypeError: when ``batch_size``, ``seed``, ``process_index``,
+        ``process_count`` or ``devices`` is not an int.
     """
     data = _as_array_dict(arrays)
     if validate_images:
@@ -316,7 +313,7 @@ def array_batches(
                 f"validate_images looks for images under 'x', got keys {sorted(data)}."
             )
         data["x"] = check_images(data["x"], what='arrays["x"]')
-    seed = check_int(seed, "seed", minimum=0)
+    seed = _validate.check_int(seed, "seed", minimum=0)
     index, count = resolve_process(process_index, process_count)
     local_batch_size(batch_size, count, devices)
     n = next(iter(data.values())).shape[0]

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from jgan.data._pipeline import check_int
+from jgan import _validate
 from jgan.data._pipeline import local_batch_size
 from jgan.data._pipeline import resolve_process
 from jgan.data._pipeline import shard_for_devices
@@ -99,7 +99,7 @@ def _derive_seed(seed: int, stream: int) -> int:
 def _check_image_size(image_size: Any, what: str = "image_size") -> int | None:
     if image_size is None:
         return None
-    return check_int(image_size, what, minimum=1)
+    return _validate.check_int(image_size, what, minimum=1)
 
 
 def _check_labelled_name(name: Any) -> str:
@@ -203,12 +203,15 @@ def tfds_images(
       ValueError: for an unsupported ``name`` (the message lists the
         supported ones) or a batch size that does not divide across
         processes and devices.
+      TypeError: when ``batch_size``, ``seed``, ``image_size``,
+        ``shuffle_buffer``, ``process_index``, ``process_count`` or
+        ``devices`` is not an int.
       ImportError: when tensorflow-datasets is not installed.
     """
     name = _check_labelled_name(name)
     image_size = _check_image_size(image_size)
-    seed = check_int(seed, "seed", minimum=0)
-    shuffle_buffer = check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
+    seed = _validate.check_int(seed, "seed", minimum=0)
+    shuffle_buffer = _validate.check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
     index, count = resolve_process(process_index, process_count)
     local = local_batch_size(batch_size, count, devices)
     tf, tfds = _import_tfds()
@@ -300,6 +303,9 @@ def tfds_unpaired_images(
       ValueError: for an unsupported ``name`` or ``split``, ``load_size <
         image_size``, or a batch size that does not divide across
         processes and devices.
+      TypeError: when ``batch_size``, ``seed``, ``image_size``,
+        ``load_size``, ``shuffle_buffer``, ``process_index``,
+        ``process_count`` or ``devices`` is not an int.
       ImportError: when tensorflow-datasets is not installed.
 
     References:
@@ -314,8 +320,8 @@ def tfds_unpaired_images(
     load_size = _check_image_size(load_size, "load_size")
     if load_size is not None and load_size < image_size:
         raise ValueError(f"load_size ({load_size}) must be >= image_size ({image_size}).")
-    seed = check_int(seed, "seed", minimum=0)
-    shuffle_buffer = check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
+    seed = _validate.check_int(seed, "seed", minimum=0)
+    shuffle_buffer = _validate.check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
     index, count = resolve_process(process_index, process_count)
     local = local_batch_size(batch_size, count, devices)
     tf, tfds = _import_tfds()

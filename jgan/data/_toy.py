@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jgan import _validate
+
 
 class MixtureSpec(NamedTuple):
     """A uniform mixture of isotropic Gaussians.
@@ -41,41 +43,20 @@ class MixtureSpec(NamedTuple):
 
 
 # ---------------------------------------------------------------------------
-# Validation helpers (run at trace time on static or concrete values only).
+# Validation.
 
 
-def _check_count(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(
-            f"{what} must be a static Python int (it fixes an array shape), got "
-            f"{value!r} of type {type(value).__name__}; under jax.jit mark it "
-            "static (static_argnames) or bind it with functools.partial."
-        )
-    if value < 1:
-        raise ValueError(f"{what} must be >= 1, got {value}.")
-    return int(value)
+def _check_nonnegative_scalar(value: Any, name: str) -> None:
+    """A scalar that is finite and >= 0 when concrete (a traced one passes).
 
-
-def _concrete_float(value: Any) -> float | None:
-    """Returns ``value`` as a float when it is concrete, ``None`` when traced."""
+    ``_validate.check_positive_scalar`` without the strictness: ``std = 0``
+    is a mixture of point masses.
+    """
     if jnp.ndim(value) != 0:
-        raise ValueError(f"expected a scalar, got shape {jnp.shape(value)}.")
-    try:
-        return float(value)
-    except jax.errors.ConcretizationTypeError:
-        return None
-
-
-def _check_positive(value: Any, what: str, *, allow_zero: bool) -> None:
-    try:
-        v = _concrete_float(value)
-    except ValueError as e:
-        raise ValueError(f"{what} must be a scalar: {e}") from None
-    if v is None:  # traced: cannot be checked at trace time
-        return
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{what} must be finite and {bound}, got {v}.")
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+    v = _validate.concrete_float(value)
+    if v is not None and not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {v}.")
 
 
 # ---------------------------------------------------------------------------
@@ -84,7 +65,7 @@ def _check_positive(value: Any, what: str, *, allow_zero: bool) -> None:
 
 def _scale(unit: np.ndarray, scale: Any, dtype: Any) -> jax.Array:
     """``unit * scale`` in ``dtype``; in float64 numpy when ``scale`` is concrete."""
-    value = _concrete_float(scale)
+    value = _validate.concrete_float(scale)
     if value is None:  # traced
         return jnp.asarray(unit, dtype) * jnp.asarray(scale, dtype)
     return jnp.asarray(unit * value, dtype)
@@ -106,8 +87,8 @@ def ring_centers(
     Returns:
       The centres, ``[modes, 2]``.
     """
-    modes = _check_count(modes, "modes")
-    _check_positive(radius, "radius", allow_zero=False)
+    modes = _validate.check_int(modes, "modes", minimum=1, static=True)
+    _validate.check_positive_scalar(radius, "radius")
     angles = 2.0 * np.pi * np.arange(modes) / modes  # float64, exact as numpy's
     unit = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
     return _scale(unit, radius, dtype)
@@ -130,8 +111,8 @@ def grid_centers(
     Returns:
       The centres, ``[side**2, 2]``.
     """
-    side = _check_count(side, "side")
-    _check_positive(spacing, "spacing", allow_zero=False)
+    side = _validate.check_int(side, "side", minimum=1, static=True)
+    _validate.check_positive_scalar(spacing, "spacing")
     coords = np.arange(side) - (side - 1) / 2.0
     xx, yy = np.meshgrid(coords, coords, indexing="ij")
     unit = np.stack([xx.ravel(), yy.ravel()], axis=-1)
@@ -146,8 +127,8 @@ def _sample_from_centers(
     key: jax.Array, n: int, centers: jax.Array, std: Any
 ) -> jax.Array:
     """``n`` draws from the uniform mixture of ``N(centers[m], std^2 I)``."""
-    n = _check_count(n, "n")
-    _check_positive(std, "std", allow_zero=True)
+    n = _validate.check_int(n, "n", minimum=1, static=True)
+    _check_nonnegative_scalar(std, "std")
     centers = jnp.asarray(centers)
     if centers.ndim != 2 or centers.shape[0] < 1:
         raise ValueError(f"centers must be [modes, dim], got {centers.shape}.")
@@ -266,7 +247,7 @@ def mixture(name: str, **overrides: Any) -> MixtureSpec:
             f"{sorted(set(kwargs) | {'std'})}."
         )
     kwargs.update(overrides)
-    _check_positive(std, "std", allow_zero=True)
+    _check_nonnegative_scalar(std, "std")
     return MixtureSpec(name=name, centers=centers_fn(**kwargs), std=std)
 
 
