@@ -46,6 +46,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jgan import _validate
+
 __all__ = ["save", "restore", "latest_step", "all_steps", "FORMAT_VERSION"]
 
 PyTree = Any
@@ -148,21 +150,20 @@ def save(
       ValueError: ``step`` is missing and ``state`` has no ``step``, is
         negative, or is not newer than the latest checkpoint of
         ``directory``; ``max_to_keep < 1``.
-      TypeError: ``metadata`` is not a JSON-serialisable dict.
+      TypeError: ``step`` is not an int (or a 0-d integer array);
+        ``max_to_keep`` is neither None nor an int; ``metadata`` is not a
+        JSON-serialisable dict.
     """
     if step is None:
         if not hasattr(state, "step"):
             raise ValueError("Give step= (the state has no .step field).")
         step = state.step
-    if isinstance(step, bool) or not float(np.asarray(step)).is_integer() or np.ndim(step):
-        raise ValueError(f"step must be an integer, got {step!r}.")
-    step = int(np.asarray(step))
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}.")
-    if max_to_keep is not None and (
-        isinstance(max_to_keep, bool) or not isinstance(max_to_keep, int) or max_to_keep < 1
-    ):
-        raise ValueError(f"max_to_keep must be an int >= 1 or None, got {max_to_keep!r}.")
+    is_array = isinstance(step, (jax.Array, np.ndarray))
+    if is_array and step.ndim == 0 and jnp.issubdtype(step.dtype, jnp.integer):
+        step = step.item()  # A 0-d integer array, such as GANState.step.
+    step = _validate.check_int(step, "step", minimum=0)
+    if max_to_keep is not None:
+        max_to_keep = _validate.check_int(max_to_keep, "max_to_keep", minimum=1)
     if metadata is None:
         metadata = {}
     if not isinstance(metadata, Mapping):

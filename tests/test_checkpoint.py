@@ -204,6 +204,12 @@ def test_bad_calls(tmp_path):
         checkpoint.save(tmp_path, state, step=-1)
     with pytest.raises(ValueError, match="max_to_keep"):
         checkpoint.save(tmp_path, state, max_to_keep=0)
+    with pytest.raises(TypeError, match="step must be a Python int, got float"):
+        checkpoint.save(tmp_path, state, step=2.5)
+    with pytest.raises(TypeError, match="step must be a Python int"):
+        checkpoint.save(tmp_path, state, step=jnp.float32(2))
+    with pytest.raises(TypeError, match="max_to_keep must be a Python int"):
+        checkpoint.save(tmp_path, state, max_to_keep=2.0)
     checkpoint.save(tmp_path, state._replace(step=jnp.int32(3)))
     with pytest.raises(ValueError, match="already holds a checkpoint at step 3"):
         checkpoint.save(tmp_path, state._replace(step=jnp.int32(3)))
