@@ -304,6 +304,8 @@ def test_features_fn_rejects_bad_input():
         jax.eval_shape(features_fn, jax.ShapeDtypeStruct((4, 64, 64), jnp.float32))
     with pytest.raises(ValueError, match="chunk_size"):
         models.make_inception_features(_abstract_variables(), chunk_size=0)
+    with pytest.raises(TypeError, match="chunk_size must be a Python int"):
+        models.make_inception_features(_abstract_variables(), chunk_size=2.0)
 
 
 # ----------------------------------------------------------------------------

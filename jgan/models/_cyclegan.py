@@ -55,6 +55,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jgan import _validate
+
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 _LEAKY_SLOPE = 0.2
 _NORM_EPSILON = 1e-5
@@ -135,6 +137,7 @@ class ResnetGenerator(nn.Module):
         Raises:
           ValueError: if height or width is not a multiple of 4 or
             ``n_blocks`` is negative.
+          TypeError: if ``n_blocks`` is not an int.
         """
         del train
         if x.ndim != 4 or x.shape[1] % 4 or x.shape[2] % 4:
@@ -142,8 +145,7 @@ class ResnetGenerator(nn.Module):
                 "ResnetGenerator takes images [batch, height, width, channels] with height and"
                 f" width multiples of 4, got {x.shape}."
             )
-        if self.n_blocks < 0:
-            raise ValueError(f"n_blocks must be >= 0, got {self.n_blocks}.")
+        _validate.check_int(self.n_blocks, "n_blocks", minimum=0)
         f = self.features
         h = nn.Conv(f, (7, 7), padding="VALID", use_bias=False, kernel_init=_KERNEL_INIT, name="c7s1")(reflection_pad(x, 3))
         h = nn.relu(_instance_norm(self.norm_affine)(h))
@@ -197,10 +199,13 @@ class PatchGANDiscriminator(nn.Module):
         Returns:
           logits ``[batch, h', w', 1]``; for ``n_layers = 3``,
           ``h' = floor(height / 8) - 2`` when ``height`` is a multiple of 8.
+
+        Raises:
+          ValueError: if ``n_layers < 1``.
+          TypeError: if ``n_layers`` is not an int.
         """
         del train
-        if self.n_layers < 1:
-            raise ValueError(f"n_layers must be >= 1, got {self.n_layers}.")
+        _validate.check_int(self.n_layers, "n_layers", minimum=1)
         pad = ((1, 1), (1, 1))
         # C64: no instance norm on the input layer.
         h = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=pad, kernel_init=_KERNEL_INIT)(x)

@@ -77,6 +77,8 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from jgan import _validate
+
 FID_WEIGHTS_URL = (
     "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 )
@@ -424,10 +426,11 @@ def make_inception_features(
 
     Raises:
       ValueError: if ``chunk_size`` is not positive.
+      TypeError: if ``chunk_size`` is neither None nor an int.
     """
     model = InceptionV3() if model is None else model
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}.")
+    if chunk_size is not None:
+        chunk_size = _validate.check_int(chunk_size, "chunk_size", minimum=1)
 
     def forward(variables, images):
         _check_images(images.shape, resize_input=model.resize_input)
