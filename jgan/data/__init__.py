@@ -36,3 +36,25 @@ from jgan.data._toy import mixture
 from jgan.data._toy import ring
 from jgan.data._toy import ring_centers
 from jgan.data._toy import sample_mixture
+
+__all__ = [
+    "array_batches",
+    "check_images",
+    "digits",
+    "grid",
+    "grid_centers",
+    "image_dataset",
+    "image_dataset_spec",
+    "IMAGE_DATASETS",
+    "ImageDatasetSpec",
+    "mixture",
+    "MixtureSpec",
+    "prefetch",
+    "ring",
+    "ring_centers",
+    "sample_mixture",
+    "shard_for_devices",
+    "tfds_images",
+    "tfds_unpaired_images",
+    "UNPAIRED_DATASETS",
+]

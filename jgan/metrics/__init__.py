@@ -23,3 +23,26 @@ from jgan.metrics._sinkhorn import SinkhornDivergenceOutput
 from jgan.metrics._sinkhorn import SinkhornOutput
 from jgan.metrics._sinkhorn import sinkhorn
 from jgan.metrics._sinkhorn import sinkhorn_divergence
+
+__all__ = [
+    "fid",
+    "finalize_gaussian_statistics",
+    "frechet_distance",
+    "gaussian_statistics",
+    "GaussianStatistics",
+    "inception_score",
+    "inception_score_from_logits",
+    "InceptionScore",
+    "init_gaussian_statistics",
+    "KernelInceptionDistance",
+    "kid",
+    "merge_gaussian_statistics",
+    "mmd2",
+    "mode_coverage",
+    "ModeCoverage",
+    "sinkhorn",
+    "sinkhorn_divergence",
+    "SinkhornDivergenceOutput",
+    "SinkhornOutput",
+    "update_gaussian_statistics",
+]
