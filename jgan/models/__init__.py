@@ -17,6 +17,9 @@ Example::
 
 from jgan.models._apply import init_model
 from jgan.models._apply import make_apply
+from jgan.models._apply import make_nnx_apply
+from jgan.models._apply import merge_nnx_module
+from jgan.models._apply import split_nnx_module
 from jgan.models._apply import split_variables
 from jgan.models._classifier import ClassifierOutput
 from jgan.models._classifier import DigitClassifier
@@ -64,6 +67,8 @@ __all__ = [
     "make_apply",
     "make_classifier_fn",
     "make_inception_features",
+    "make_nnx_apply",
+    "merge_nnx_module",
     "MLPDiscriminator",
     "MLPGenerator",
     "PatchGANDiscriminator",
@@ -74,5 +79,6 @@ __all__ = [
     "ResnetGenerator",
     "save_classifier",
     "save_fid_inception",
+    "split_nnx_module",
     "split_variables",
 ]
