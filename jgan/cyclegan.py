@@ -44,7 +44,8 @@ import optax
 from jax import lax
 
 from jgan import losses as L
-from jgan._parallel import mark_varying
+from jgan._parallel import finalize_metrics, mark_varying, pmean_floats
+from jgan._validate import check_int, check_nonnegative
 
 __all__ = [
     "CycleGANState",
@@ -290,13 +291,10 @@ def make_cyclegan_train_step(
       (least-squares loss, image pool) and sec. 5.2 (identity loss).
       Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017.
     """
-    # jgan.steps re-exports this module, so import it here, not at the top.
-    from jgan import steps as _steps
-
-    family = _steps._resolve_loss(loss)
-    cycle_weight = _steps._check_nonnegative("cycle_weight", cycle_weight)
-    identity_weight = _steps._check_nonnegative("identity_weight", identity_weight)
-    adversarial_weight = _steps._check_nonnegative("adversarial_weight", adversarial_weight)
+    family = L.loss_family(loss)
+    cycle_weight = check_nonnegative(cycle_weight, "cycle_weight")
+    identity_weight = check_nonnegative(identity_weight, "identity_weight")
+    adversarial_weight = check_nonnegative(adversarial_weight, "adversarial_weight")
     pool_size = _check_pool_size(pool_size)
 
     def outputs(disc, params, x, what):
@@ -400,8 +398,8 @@ def make_cyclegan_train_step(
             mark_varying(d_params, axis_name), a, b, fake_a, fake_b
         )
 
-        g_grads = _steps._pmean_floats(g_grads, axis_name)
-        d_grads = _steps._pmean_floats(d_grads, axis_name)
+        g_grads = pmean_floats(g_grads, axis_name)
+        d_grads = pmean_floats(d_grads, axis_name)
         g_updates, g_opt_state = g_optimizer.update(g_grads, state.g_opt_state, g_params)
         d_updates, d_opt_state = d_optimizer.update(d_grads, state.d_opt_state, d_params)
         g_ab_params, g_ba_params = optax.apply_updates(g_params, g_updates)
@@ -410,8 +408,6 @@ def make_cyclegan_train_step(
         metrics = {**g_metrics, **d_metrics}
         metrics["g_grad_norm"] = optax.tree.norm(g_grads)
         metrics["d_grad_norm"] = optax.tree.norm(d_grads)
-        metrics = _steps._finalize_metrics(metrics, axis_name)
-
         new_state = CycleGANState(
             step=state.step + 1,
             key=state.key,
@@ -426,17 +422,13 @@ def make_cyclegan_train_step(
             pool_a_count=count_a,
             pool_b_count=count_b,
         )
-        return new_state, metrics
+        return new_state, finalize_metrics(metrics, axis_name, new_state)
 
     return train_step
 
 
 def _check_pool_size(pool_size: Any) -> int:
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int):
-        raise TypeError(f"pool_size must be a Python int, got {type(pool_size).__name__}.")
-    if pool_size < 0:
-        raise ValueError(f"pool_size must be >= 0, got {pool_size}.")
-    return pool_size
+    return check_int(pool_size, "pool_size", minimum=0, static=True)
 
 
 def _split_batch(batch: Any) -> tuple[jax.Array, jax.Array]:

@@ -23,7 +23,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,9 @@ __all__ = [
     "least_squares_discriminator_loss",
     "least_squares_generator_loss",
     "cycle_consistency_loss",
+    "LossFamily",
+    "LOSS_FAMILIES",
+    "loss_family",
 ]
 
 
@@ -344,3 +347,68 @@ def cycle_consistency_loss(
         jnp.abs(x - x_reconstructed).reshape(x.shape[0], -1), axis=-1
     )
     return _reduce_one(per_example, reduction)
+
+
+class LossFamily(NamedTuple):
+    """A GAN game: the discriminator's and the generator's loss, both to be minimised.
+
+    Pass one to ``jgan.steps.make_gan(loss=...)``; the named families are in
+    :data:`LOSS_FAMILIES`. A family of your own gets the same metrics as the
+    named ones: declare ``on_logits`` if the discriminator's outputs are
+    logits of a probability (the step then reports ``d_real`` and ``d_fake``
+    as mean probabilities σ(D)), and ``wasserstein`` if E D(x) − E D(G(z))
+    estimates a Wasserstein distance (reported as ``wasserstein``).
+
+    Attributes:
+      d_loss: ``(real_outputs [batch], fake_outputs [batch]) -> scalar``.
+      g_loss: ``(fake_outputs [batch]) -> scalar``.
+      on_logits: the outputs are logits of the probability that x is real.
+      wasserstein: the outputs are critic scores of a Wasserstein GAN.
+    """
+
+    d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+    g_loss: Callable[[jax.Array], jax.Array]
+    on_logits: bool = False
+    wasserstein: bool = False
+
+
+LOSS_FAMILIES: dict[str, LossFamily] = {
+    "minimax": LossFamily(minimax_discriminator_loss, minimax_generator_loss, on_logits=True),
+    "non_saturating": LossFamily(
+        minimax_discriminator_loss, non_saturating_generator_loss, on_logits=True
+    ),
+    "maximum_likelihood": LossFamily(
+        minimax_discriminator_loss, maximum_likelihood_generator_loss, on_logits=True
+    ),
+    "wasserstein": LossFamily(
+        wasserstein_discriminator_loss, wasserstein_generator_loss, wasserstein=True
+    ),
+    "hinge": LossFamily(hinge_discriminator_loss, hinge_generator_loss),
+    "least_squares": LossFamily(least_squares_discriminator_loss, least_squares_generator_loss),
+}
+
+
+def loss_family(loss: str | LossFamily) -> LossFamily:
+    """The :class:`LossFamily` named by ``loss`` (a key of :data:`LOSS_FAMILIES`), or ``loss`` itself.
+
+    Args:
+      loss: a family name or a :class:`LossFamily`.
+
+    Returns:
+      The family.
+
+    Raises:
+      ValueError: an unknown name. TypeError: neither a name nor a family.
+    """
+    if isinstance(loss, LossFamily):
+        if not (callable(loss.d_loss) and callable(loss.g_loss)):
+            raise TypeError(f"loss: a LossFamily needs callable d_loss and g_loss, got {loss!r}.")
+        return loss
+    if isinstance(loss, str):
+        if loss not in LOSS_FAMILIES:
+            raise ValueError(f"Unknown loss {loss!r}; known: {sorted(LOSS_FAMILIES)}.")
+        return LOSS_FAMILIES[loss]
+    raise TypeError(
+        f"loss must name a family ({sorted(LOSS_FAMILIES)}) or be a"
+        f" jgan.losses.LossFamily, got {type(loss).__name__} {loss!r}."
+    )

@@ -14,6 +14,8 @@ References:
 
 from __future__ import annotations
 
+import abc
+import dataclasses
 from typing import Callable, NamedTuple
 
 import jax
@@ -21,6 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
+from jgan._validate import check_nonnegative
 from jgan.losses import as_logits
 
 __all__ = [
@@ -30,6 +33,10 @@ __all__ = [
     "r1_penalty",
     "weight_clipping",
     "WeightClippingState",
+    "DiscriminatorRegularizer",
+    "GradientPenalty",
+    "R1",
+    "R2",
 ]
 
 CriticFn = Callable[[jax.Array], jax.Array]
@@ -234,3 +241,110 @@ def weight_clipping(c: float) -> optax.GradientTransformation:
         return _clip_into_box(params, updates, c), state
 
     return optax.GradientTransformation(init_fn, update_fn)
+
+
+# ---------------------------------------------------------------------------
+# Regularisers as parts of a GAN: ``make_gan(d_regularizers=[...])``.
+
+Draw = Callable[[jax.Array, Callable[[jax.Array, int], jax.Array], int], jax.Array]
+
+
+class DiscriminatorRegularizer(abc.ABC):
+    """A term added to the discriminator's loss: subclass it for your own.
+
+    ``make_gan(d_regularizers=[...])`` calls each regulariser in every
+    discriminator update (the unrolled ones included) on the inputs the
+    discriminator saw there, packed for PacGAN, and adds the returned term to
+    the discriminator's loss, in the order given.
+    """
+
+    @abc.abstractmethod
+    def __call__(
+        self, critic_fn: CriticFn, real: jax.Array, fake: jax.Array, *, key: jax.Array, draw: Draw
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Returns ``(weighted term, metrics)``.
+
+        Args:
+          critic_fn: ``x [batch, ...] -> scores [batch]``, the discriminator
+            at the parameters being differentiated.
+          real: the discriminator's real inputs, ``[batch, ...]``.
+          fake: its generated inputs (constants here), the same shape.
+          key: a PRNG key for this regulariser's draws.
+          draw: ``draw(key, sampler, n)`` returns this device's ``n`` rows of
+            ``sampler(key, n · devices)`` (just ``sampler(key, n)`` on one
+            device): draw through it, so that a data-parallel step equals
+            the single-device step.
+
+        Returns:
+          The term to add to the loss (weight applied) and the metrics to
+          report (scalars, the raw penalty under its name).
+        """
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientPenalty(DiscriminatorRegularizer):
+    """WGAN-GP: ``weight · E[(‖∇ₓ̂ D(x̂)‖₂ − target)²]`` on interpolates of real and generated data.
+
+    x̂ = t·real + (1 − t)·fake, with t ~ U[0, 1] per example. Reported as
+    ``gradient_penalty`` (without the weight).
+
+    Attributes:
+      weight: λ (10 in Gulrajani et al.).
+      target: the gradient norm the penalty pulls towards.
+      one_sided: penalise only norms above ``target``.
+
+    References:
+      Gulrajani et al. 2017, Algorithm 1 and §A.
+    """
+
+    weight: float
+    target: float = dataclasses.field(default=1.0, kw_only=True)
+    one_sided: bool = dataclasses.field(default=False, kw_only=True)
+
+    def __post_init__(self):
+        check_nonnegative(self.weight, "GradientPenalty weight")
+        check_nonnegative(self.target, "GradientPenalty target")
+
+    def __call__(self, critic_fn, real, fake, *, key, draw):
+        t = draw(key, lambda k, n: jax.random.uniform(k, (n,), real.dtype), real.shape[0])
+        t = t.reshape((-1,) + (1,) * (real.ndim - 1))
+        value = gradient_norm_penalty(
+            critic_fn, t * real + (1 - t) * fake, target=self.target, one_sided=self.one_sided
+        )
+        return self.weight * value, {"gradient_penalty": value}
+
+
+@dataclasses.dataclass(frozen=True)
+class R1(DiscriminatorRegularizer):
+    """``(γ/2) · E‖∇ₓ D(x)‖²`` on real data; reported as ``r1`` (without γ/2).
+
+    References:
+      Mescheder, Geiger, Nowozin 2018, eq. 9.
+    """
+
+    gamma: float
+
+    def __post_init__(self):
+        check_nonnegative(self.gamma, "R1 gamma")
+
+    def __call__(self, critic_fn, real, fake, *, key, draw):
+        value = r1_penalty(critic_fn, real)
+        return 0.5 * self.gamma * value, {"r1": value}
+
+
+@dataclasses.dataclass(frozen=True)
+class R2(DiscriminatorRegularizer):
+    """``(γ/2) · E‖∇ₓ D(G(z))‖²`` on generated data; reported as ``r2`` (without γ/2).
+
+    References:
+      Mescheder, Geiger, Nowozin 2018, eq. 10.
+    """
+
+    gamma: float
+
+    def __post_init__(self):
+        check_nonnegative(self.gamma, "R2 gamma")
+
+    def __call__(self, critic_fn, real, fake, *, key, draw):
+        value = r1_penalty(critic_fn, fake)
+        return 0.5 * self.gamma * value, {"r2": value}

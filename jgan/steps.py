@@ -1,30 +1,37 @@
-"""Compiled GAN train steps: ``(state, batch) -> (state, metrics)``.
+"""Compiled GAN training: ``make_gan`` → ``GAN(init, step, sample)``.
 
-``make_train_step`` returns a pure function of a :class:`GANState` and a batch
-of real data. It is not jitted: compile it with ``jax.jit`` (donating the
-state if you like), map it with ``jax.pmap`` / ``jax.shard_map`` under the
-``axis_name`` it was built with, or call it eagerly to debug.
+``make_gan`` returns a :class:`GAN`, a NamedTuple of three pure functions
+(optax's pattern): ``init`` builds the :class:`GANState`, ``step(state,
+batch) -> (state, metrics)`` takes one training step, ``sample`` draws from
+the generator. None is jitted: compile ``step`` with ``jax.jit`` (donating
+the state if you like), run it data-parallel under ``jax.jit`` with sharded
+inputs, or map it with ``jax.shard_map`` / ``jax.pmap`` under the
+``axis_name`` it was built with; call it eagerly to debug.
 
-One call performs Goodfellow's Algorithm 1 for one generator update:
+One ``step`` is Goodfellow's Algorithm 1 for one generator update:
 
 1. ``d_steps`` (k) discriminator updates in ``lax.scan``, each on a fresh
-   latent batch and, when the batch holds k slices, a fresh slice of real
-   data; the optional gradient penalty (WGAN-GP), R1/R2 penalties and weight
-   clipping (WGAN) apply here.
-2. one generator update. With ``unroll_steps = K > 0`` the generator's loss is
-   evaluated on the discriminator after K further differentiable updates of
-   its own (Metz et al. 2016, :func:`jgan.unroll.unroll_discriminator`); the
-   discriminator's own update in step 1 stays the ordinary one. With
-   ``sinkhorn_weight > 0`` the generator's objective also has the debiased
-   Sinkhorn divergence between G(z) and the real batch (minibatch OT,
-   Genevay et al. 2018); with ``adversarial_weight = 0`` it is the whole
-   objective.
+   latent batch and, with ``batches="sliced"``, a fresh slice of real data;
+   the discriminator's loss is its loss family's plus its regularisers
+   (``d_regularizers``: :class:`jgan.penalties.GradientPenalty`,
+   :class:`~jgan.penalties.R1`, :class:`~jgan.penalties.R2`, or your own).
+   WGAN's weight clipping is plain optax chaining on the discriminator's
+   optimizer (``jgan.presets.wgan``).
+2. one generator update on the sum of its objectives (``g_objectives``:
+   :class:`jgan.objectives.Adversarial`, :class:`~jgan.objectives.SinkhornDivergence`,
+   or your own). With ``unroll=Unrolled(K)`` the adversarial loss is Metz et
+   al.'s surrogate on the discriminator after K differentiable updates
+   (:class:`jgan.unroll.Unrolled`).
 
-Networks are plain apply functions, so any library works:
+Options are parts, not flags: a new regulariser, objective or unrolling
+strategy is a small frozen object passed to ``make_gan``.
 
-- stateless (``g_stateful=False``): ``generator(g_params, z[, labels]) -> x`` and
-  ``discriminator(d_params, x[, labels]) -> logits``;
-- stateful (BatchNorm, ``*_stateful=True``):
+Networks are plain apply functions, so any library works (see
+``jgan.models`` for flax linen and nnx adapters):
+
+- stateless: ``generator(g_params, z[, labels]) -> x`` and
+  ``discriminator(d_params, x[, labels]) -> logits [batch]``;
+- stateful (BatchNorm, ``g_stateful=True`` / ``d_stateful=True``):
   ``generator(g_params, g_model_state, z[, labels]) -> (x, g_model_state)``
   and the same for the discriminator, the model state living in the
   :class:`GANState`.
@@ -33,11 +40,14 @@ Randomness is a pure function of ``(state.key, state.step)``; under
 ``axis_name`` each device draws the global latent batch and keeps its own
 slice, so a data-parallel step on a batch split across devices equals the
 single-device step on the whole batch (up to float summation order).
+
+``make_train_step`` and ``init_state`` are the earlier keyword interface, kept
+as thin wrappers over ``make_gan`` (bit-identical results).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Literal, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -47,18 +57,35 @@ from jax import lax
 
 from jgan import losses as L
 from jgan import penalties
-from jgan._parallel import mark_varying
-from jgan.metrics import sinkhorn_divergence
-from jgan.unroll import check_unroll_steps, unroll_discriminator
+from jgan._parallel import draw_local, finalize_metrics, mark_varying, pmean_floats
+from jgan._validate import check_callable, check_in_range, check_instance, check_int, check_nonnegative
+from jgan.cyclegan import CycleGANState, init_cyclegan_state, make_cyclegan_train_step
+from jgan.losses import LossFamily
+from jgan.objectives import Adversarial, GeneratorInputs, GeneratorObjective, SinkhornDivergence
+from jgan.penalties import R1, R2, DiscriminatorRegularizer, GradientPenalty
+from jgan.unroll import Unrolled
 
 __all__ = [
+    "GAN",
     "GANState",
-    "init_state",
-    "make_train_step",
+    "make_gan",
+    "skip_nonfinite",
     "pack_samples",
     "check_finite",
     "NonFiniteError",
+    # The parts, re-exported so that one import builds any GAN.
+    "LossFamily",
+    "GradientPenalty",
+    "R1",
+    "R2",
+    "Adversarial",
+    "SinkhornDivergence",
+    "Unrolled",
+    # The earlier keyword interface.
+    "init_state",
+    "make_train_step",
     "LOSSES",
+    # CycleGAN (jgan.cyclegan).
     "CycleGANState",
     "init_cyclegan_state",
     "make_cyclegan_train_step",
@@ -66,6 +93,11 @@ __all__ = [
 
 PyTree = Any
 Batch = Any
+Metrics = dict[str, jax.Array]
+Prior = Callable[[jax.Array, int], jax.Array]
+
+#: The named loss families (an alias of :data:`jgan.losses.LOSS_FAMILIES`).
+LOSSES = L.LOSS_FAMILIES
 
 
 class GANState(NamedTuple):
@@ -96,35 +128,26 @@ class GANState(NamedTuple):
     g_ema_params: PyTree = None
 
 
-def init_state(
-    key: jax.Array,
-    g_params: PyTree,
-    d_params: PyTree,
-    *,
-    g_optimizer: optax.GradientTransformation,
-    d_optimizer: optax.GradientTransformation,
-    g_model_state: PyTree = None,
-    d_model_state: PyTree = None,
-    ema: bool = False,
-) -> GANState:
-    """Builds the initial :class:`GANState`.
+class GAN(NamedTuple):
+    """A GAN as three pure functions, built by :func:`make_gan`.
 
-    Args:
-      key: PRNG key for every draw of training (latents, penalties).
-      g_params: initial generator parameters.
-      d_params: initial discriminator parameters.
-      g_optimizer: the generator's optax transformation (the same object as
-        given to :func:`make_train_step`).
-      d_optimizer: the discriminator's optax transformation.
-      g_model_state: the generator's model state (e.g. ``{"batch_stats": ...}``)
-        if it is stateful.
-      d_model_state: likewise for the discriminator.
-      ema: keep an exponential moving average of the generator's weights,
-        starting from ``g_params`` (set ``ema_decay`` in the step).
-
-    Returns:
-      The state at step 0.
+    Attributes:
+      init: ``init(key, g_params, d_params, *, g_model_state=None,
+        d_model_state=None) -> GANState``; it knows the optimizers, the EMA
+        and which networks keep a model state.
+      step: ``step(state, batch) -> (state, metrics)``, one generator update
+        and its k discriminator updates.
+      sample: ``sample(state, key, n, *, labels=None) -> x [n, ...]``: n
+        draws of the generator (its EMA weights when the state keeps them;
+        ``sample_generator``, e.g. BatchNorm in inference mode, if given).
     """
+
+    init: Callable[..., GANState]
+    step: Callable[[GANState, Batch], tuple[GANState, Metrics]]
+    sample: Callable[..., jax.Array]
+
+
+def _initial_state(key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state, ema):
     return GANState(
         step=jnp.zeros((), jnp.int32),
         key=key,
@@ -135,49 +158,6 @@ def init_state(
         g_model_state=g_model_state,
         d_model_state=d_model_state,
         g_ema_params=jax.tree.map(jnp.array, g_params) if ema else None,
-    )
-
-
-class _Family(NamedTuple):
-    d_loss: Callable[..., jax.Array]
-    g_loss: Callable[..., jax.Array]
-    on_logits: bool  # D's output is a logit of a probability (report σ).
-    wasserstein: bool  # E r − E f estimates a Wasserstein distance.
-
-
-LOSSES: dict[str, _Family] = {
-    "minimax": _Family(L.minimax_discriminator_loss, L.minimax_generator_loss, True, False),
-    "non_saturating": _Family(
-        L.minimax_discriminator_loss, L.non_saturating_generator_loss, True, False
-    ),
-    "maximum_likelihood": _Family(
-        L.minimax_discriminator_loss, L.maximum_likelihood_generator_loss, True, False
-    ),
-    "wasserstein": _Family(
-        L.wasserstein_discriminator_loss, L.wasserstein_generator_loss, False, True
-    ),
-    "hinge": _Family(L.hinge_discriminator_loss, L.hinge_generator_loss, False, False),
-    "least_squares": _Family(
-        L.least_squares_discriminator_loss, L.least_squares_generator_loss, False, False
-    ),
-}
-
-
-def _resolve_loss(loss) -> _Family:
-    if isinstance(loss, str):
-        if loss not in LOSSES:
-            raise ValueError(f"Unknown loss {loss!r}; known: {sorted(LOSSES)}.")
-        return LOSSES[loss]
-    if (
-        isinstance(loss, Sequence)
-        and len(loss) == 2
-        and all(callable(fn) for fn in loss)
-    ):
-        return _Family(loss[0], loss[1], False, False)
-    raise TypeError(
-        "loss must name a family "
-        f"({sorted(LOSSES)}) or be a pair (d_loss(real_out, fake_out),"
-        f" g_loss(fake_out)) of callables; got {loss!r}."
     )
 
 
@@ -217,15 +197,15 @@ def pack_samples(x: jax.Array, pack: int) -> jax.Array:
 
 
 class NonFiniteError(FloatingPointError):
-    """A train step produced a non-finite loss or gradient."""
+    """A train step produced a non-finite loss, gradient or state."""
 
 
 def check_finite(metrics: dict[str, Any], *, step: int | None = None) -> None:
     """Raises :class:`NonFiniteError` if any metric of a step is not finite.
 
     Call it on the host on the metrics a step returned (it syncs with the
-    device); every step's ``metrics["nonfinite"]`` is 1 when a loss or a
-    gradient was not finite.
+    device); every step's ``metrics["nonfinite"]`` is 1 when a loss, a
+    gradient or any value of the new state was not finite.
 
     Args:
       metrics: the metrics dict of a train step.
@@ -237,55 +217,57 @@ def check_finite(metrics: dict[str, Any], *, step: int | None = None) -> None:
     values = {k: np.asarray(v) for k, v in metrics.items()}
     bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
     if "nonfinite" in values and np.any(values["nonfinite"] > 0):
-        bad.append("nonfinite (a loss or gradient)")
+        bad.append("nonfinite (a loss, a gradient or the new state)")
     if bad:
         where = f" at step {step}" if step is not None else ""
         shown = {k: values[k].tolist() for k in values}
         raise NonFiniteError(
             f"Non-finite training{where}: {', '.join(bad)}. Metrics: {shown}. Lower"
-            " the learning rates, add a gradient penalty, or check the data; with"
-            " unroll_steps > 0 and Adam, give Adam eps_root > 0 (the derivative of"
-            " its square root is infinite where a gradient entry is exactly 0)."
+            " the learning rates, add a gradient penalty, or check the data."
         )
 
 
-def _check_nonnegative(name: str, value: float) -> float:
-    if not value >= 0:  # Also rejects NaN.
-        raise ValueError(f"{name} must be >= 0, got {value}.")
-    return float(value)
+def skip_nonfinite(
+    step: Callable[[PyTree, Batch], tuple[PyTree, Metrics]],
+) -> Callable[[PyTree, Batch], tuple[PyTree, Metrics]]:
+    """Wraps a train step so that a non-finite update is skipped.
+
+    When the step's ``metrics["nonfinite"]`` is 1 (a loss, a gradient or the
+    new state is not finite), the wrapped step returns the old state
+    unchanged; ``metrics["skipped"]`` is 1.0 for a skipped update and 0.0
+    otherwise (sum it to count skips). Works for any step that reports
+    ``nonfinite`` (the GAN and CycleGAN steps do), under ``jit`` and ``vmap``.
+
+    Args:
+      step: ``(state, batch) -> (state, metrics)``.
+
+    Returns:
+      The guarded step, with the same signature.
+    """
+    check_callable(step, "step", "(state, batch) -> (state, metrics)")
+
+    def guarded(state, batch):
+        new_state, metrics = step(state, batch)
+        if "nonfinite" not in metrics:
+            raise ValueError(
+                "skip_nonfinite needs a step that reports metrics['nonfinite'];"
+                f" this one reports {sorted(metrics)}."
+            )
+        bad = metrics["nonfinite"] > 0
+
+        def keep(old, new):
+            if jax.dtypes.issubdtype(jnp.result_type(new), jax.dtypes.prng_key):
+                return new
+            return jnp.where(bad, old, new)
+
+        kept = jax.tree.map(keep, state, new_state)
+        return kept, {**metrics, "skipped": bad.astype(jnp.float32)}
+
+    return guarded
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be a Python int, got {type(value).__name__}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
-    return value
-
-
-def _pmean_floats(tree: PyTree, axis_name: str | None) -> PyTree:
-    if axis_name is None:
-        return tree
-    return jax.tree.map(
-        lambda x: lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.inexact) else x,
-        tree,
-    )
-
-
-def _finalize_metrics(metrics: dict[str, jax.Array], axis_name: str | None) -> dict[str, jax.Array]:
-    """Averages a step's scalar metrics across devices and adds ``nonfinite`` (1 if any is not finite)."""
-    metrics = _pmean_floats(metrics, axis_name)
-    finite = jnp.all(jnp.stack([jnp.isfinite(v) for v in metrics.values()]))
-    return {**metrics, "nonfinite": 1.0 - finite.astype(jnp.float32)}
-
-
-def _draw_local(key, draw: Callable[[jax.Array, int], jax.Array], n: int, axis_name):
-    """``draw(key, n)`` on one device; this device's slice of the global draw under a map."""
-    if axis_name is None:
-        return draw(key, n)
-    devices = lax.axis_size(axis_name)
-    full = draw(key, n * devices)
-    return lax.dynamic_slice_in_dim(full, lax.axis_index(axis_name) * n, n)
+# ---------------------------------------------------------------------------
+# make_gan
 
 
 def _stateful(fn: Callable, stateful: bool) -> Callable:
@@ -293,6 +275,37 @@ def _stateful(fn: Callable, stateful: bool) -> Callable:
     if stateful:
         return fn
     return lambda params, model_state, x, *labels: (fn(params, x, *labels), model_state)
+
+
+def _make_prior(prior: Any) -> Prior:
+    if isinstance(prior, (int, np.integer)) and not isinstance(prior, bool):
+        dim = check_int(prior, "prior (a latent dimension)", minimum=1, static=True)
+
+        def standard_normal(key, n):
+            return jax.random.normal(key, (n, dim))
+
+        return standard_normal
+    if callable(prior):
+        return prior
+    raise TypeError(
+        "prior must be an int (the dimension of a standard normal latent) or a"
+        f" callable (key, n) -> z [n, ...], got {type(prior).__name__} {prior!r}."
+    )
+
+
+def _parts(values: Any, name: str, kind: type, example: str) -> tuple:
+    if isinstance(values, kind) or not isinstance(values, Sequence):
+        raise TypeError(
+            f"{name} must be a list or tuple of {kind.__module__}.{kind.__name__}"
+            f" (e.g. [{example}]), got {type(values).__name__} {values!r}."
+        )
+    for i, value in enumerate(values):
+        if not isinstance(value, kind):
+            raise TypeError(
+                f"{name}[{i}] must be a {kind.__module__}.{kind.__name__} (e.g. {example}),"
+                f" got {type(value).__name__} {value!r}."
+            )
+    return tuple(values)
 
 
 def _split_batch(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
@@ -309,6 +322,436 @@ def _split_batch(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
     return jnp.asarray(batch), None
 
 
+def _check_output(out, batch: int, what: str) -> jax.Array:
+    out = L.as_logits(out, name=f"The discriminator's output on {what} samples")
+    if out.shape[0] != batch:
+        raise ValueError(
+            f"The discriminator returned {out.shape[0]} outputs for {batch} {what} inputs."
+        )
+    return out
+
+
+def _check_model_state(which: str, stateful: bool, model_state) -> None:
+    if stateful and model_state is None:
+        raise ValueError(
+            f"{which}_stateful=True but the state has no {which}_model_state:"
+            f" pass {which}_model_state to init_state or to the GAN's init."
+        )
+    if not stateful and model_state is not None:
+        raise ValueError(
+            f"The state holds a {which}_model_state but {which}_stateful=False:"
+            f" build the step with {which}_stateful=True."
+        )
+
+
+def make_gan(
+    *,
+    generator: Callable,
+    discriminator: Callable,
+    g_optimizer: optax.GradientTransformation,
+    d_optimizer: optax.GradientTransformation,
+    prior: int | Prior,
+    loss: str | LossFamily = "non_saturating",
+    d_steps: int = 1,
+    batches: Literal["shared", "sliced"] = "shared",
+    d_regularizers: Sequence[DiscriminatorRegularizer] = (),
+    g_objectives: Sequence[GeneratorObjective] = (Adversarial(),),
+    unroll: Unrolled | None = None,
+    pack: int = 1,
+    ema_decay: float | None = None,
+    axis_name: str | None = None,
+    g_stateful: bool = False,
+    d_stateful: bool = False,
+    sample_generator: Callable | None = None,
+) -> GAN:
+    """Builds a GAN: ``GAN(init, step, sample)``, three pure functions.
+
+    Example::
+
+        gan = steps.make_gan(
+            generator=g_apply, discriminator=d_apply,
+            g_optimizer=optax.adam(1e-3, b1=0.5), d_optimizer=optax.adam(1e-4, b1=0.5),
+            prior=256, unroll=steps.Unrolled(5), pack=2)
+        state = gan.init(key, g_params, d_params)
+        step = jax.jit(gan.step)
+        for x in batches:
+            state, metrics = step(state, x)
+        samples = gan.sample(state, key, 2500)
+
+    Args:
+      generator: ``(g_params, z[, labels]) -> x`` (stateless) or
+        ``(g_params, g_model_state, z[, labels]) -> (x, g_model_state)``.
+      discriminator: ``(d_params, x[, labels]) -> logits`` with logits of
+        shape ``[batch]`` or ``[batch, 1]`` (stateless), or the stateful form.
+      g_optimizer: the generator's optax transformation.
+      d_optimizer: the discriminator's optax transformation (chain
+        :func:`jgan.penalties.weight_clipping` for WGAN's clipping; it then
+        applies after every update, the unrolled ones included).
+      prior: the latent distribution: an int (the dimension of a standard
+        normal) or a callable ``(key, n) -> z [n, ...]``.
+      loss: a family name (``"minimax"``, ``"non_saturating"``,
+        ``"maximum_likelihood"``, ``"wasserstein"``, ``"hinge"``,
+        ``"least_squares"``) or a :class:`jgan.losses.LossFamily`.
+      d_steps: k, discriminator updates per generator update (n_critic).
+      batches: the layout of the real data in a step's batch, declared:
+        ``"shared"`` for one batch ``[batch, ...]`` used by all k updates,
+        ``"sliced"`` for k slices ``[d_steps, batch, ...]``, one per
+        discriminator update (the generator's update uses the last).
+      d_regularizers: :class:`jgan.penalties.DiscriminatorRegularizer` parts
+        added to the discriminator's loss, e.g. ``[GradientPenalty(10.0)]``,
+        ``[R1(1.0)]``.
+      g_objectives: :class:`jgan.objectives.GeneratorObjective` parts whose
+        sum the generator minimises; ``(Adversarial(),)`` by default, e.g.
+        ``[Adversarial(), SinkhornDivergence(0.5)]``.
+      unroll: ``Unrolled(K)`` for the unrolled GAN (Metz et al. 2016), or
+        ``None``.
+      pack: m of PacGAN: the discriminator sees m samples concatenated along
+        the last axis (build it for m times the features or channels).
+      ema_decay: keep ``g_ema ← decay·g_ema + (1 − decay)·g_params``, in
+        [0, 1); ``sample`` then uses the average.
+      axis_name: the mapped axis of ``shard_map`` / ``pmap``: gradients,
+        model state and metrics are averaged across it. Not needed under
+        ``jax.jit`` with sharded inputs.
+      g_stateful: the generator uses the stateful convention.
+      d_stateful: the discriminator uses the stateful convention.
+      sample_generator: the generator as ``sample`` calls it, in the same
+        convention (e.g. BatchNorm on running averages:
+        ``jgan.models.make_apply(module, stateful=True, train=False)``);
+        ``generator`` by default.
+
+    Returns:
+      A :class:`GAN`. ``step``'s ``batch`` is an array of real data or a
+      dict with ``"x"`` and ``"label"`` (conditional GAN: the labels go to
+      both networks, and the generated samples of a batch take the labels of
+      its real samples). Its ``metrics`` is a flat dict of scalars:
+      ``d_loss`` and ``g_loss`` (the adversarial losses; ``g_loss`` on D_K
+      when unrolled), ``d_real`` and ``d_fake`` (mean D(x) and D(G(z));
+      probabilities for families on logits, raw scores otherwise),
+      ``d_grad_norm``, ``g_grad_norm``, ``wasserstein`` (E D(x) − E D(G(z))
+      for a Wasserstein family), the metrics of the regularisers and
+      objectives, and ``nonfinite`` (1.0 if a metric or any value of the new
+      state is not finite). Discriminator metrics are means over the k
+      updates.
+
+    Raises:
+      TypeError / ValueError: here for bad options, each naming its
+      argument; at trace time for a batch that does not fit the declared
+      layout, a discriminator output that is not ``[batch]`` or
+      ``[batch, 1]``, or a pack size that does not divide the batch.
+
+    References:
+      Goodfellow et al. 2014, Algorithm 1; Arjovsky et al. 2017, Algorithm 1;
+      Gulrajani et al. 2017, Algorithm 1; Metz et al. 2016; Lin et al. 2018.
+    """
+    family = L.loss_family(loss)
+    check_callable(generator, "generator", "(g_params, z[, labels]) -> x")
+    check_callable(discriminator, "discriminator", "(d_params, x[, labels]) -> logits")
+    transformation = "an optax.GradientTransformation (e.g. optax.adam(1e-4))"
+    check_instance(g_optimizer, "g_optimizer", optax.GradientTransformation, transformation)
+    check_instance(d_optimizer, "d_optimizer", optax.GradientTransformation, transformation)
+    prior = _make_prior(prior)
+    d_steps = check_int(d_steps, "d_steps", minimum=1, static=True)
+    if batches not in ("shared", "sliced"):
+        raise ValueError(
+            "batches must be 'shared' (one real batch [batch, ...] for all d_steps updates)"
+            f" or 'sliced' (one slice each, [d_steps, batch, ...]), got {batches!r}."
+        )
+    d_regularizers = _parts(d_regularizers, "d_regularizers", DiscriminatorRegularizer, "GradientPenalty(10.0)")
+    g_objectives = _parts(g_objectives, "g_objectives", GeneratorObjective, "Adversarial()")
+    if not g_objectives:
+        raise ValueError("g_objectives is empty: the generator needs an objective, e.g. [Adversarial()].")
+    if unroll is not None:
+        check_instance(unroll, "unroll", Unrolled, "a jgan.unroll.Unrolled (e.g. Unrolled(5)) or None")
+    pack = check_int(pack, "pack", minimum=1, static=True)
+    if ema_decay is not None:
+        ema_decay = check_in_range(ema_decay, "ema_decay", 0.0, 1.0)
+    if sample_generator is not None:
+        check_callable(sample_generator, "sample_generator", "in the generator's convention")
+
+    gen = _stateful(generator, g_stateful)
+    sample_gen = gen if sample_generator is None else _stateful(sample_generator, g_stateful)
+    disc = _stateful(discriminator, d_stateful)
+
+    def draw(key, sampler, n):
+        return draw_local(key, sampler, n, axis_name)
+
+    def discriminate(d_params, d_mstate, x, y):
+        try:
+            return disc(d_params, d_mstate, x, *y)
+        except Exception as err:
+            if pack > 1:
+                err.add_note(
+                    f"jgan: with pack={pack} the discriminator sees {pack} samples"
+                    f" concatenated along the last axis, inputs of shape {tuple(x.shape)}:"
+                    f" build it for {x.shape[-1]} features or channels."
+                )
+            raise
+
+    def d_objective(d_params, d_mstate, real, fake, labels, key):
+        """The discriminator's loss (regularisers included) and its metrics."""
+        y = () if labels is None else (labels,)
+        real_in, fake_in = pack_samples(real, pack), pack_samples(fake, pack)
+        real_out, d_mstate = discriminate(d_params, d_mstate, real_in, y)
+        fake_out, d_mstate = discriminate(d_params, d_mstate, fake_in, y)
+        real_out = _check_output(real_out, real_in.shape[0], "real")
+        fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
+        adversarial = family.d_loss(real_out, fake_out)
+        metrics = {"d_loss": adversarial}
+        if family.on_logits:
+            metrics["d_real"] = jnp.mean(jax.nn.sigmoid(real_out))
+            metrics["d_fake"] = jnp.mean(jax.nn.sigmoid(fake_out))
+        else:
+            metrics["d_real"] = jnp.mean(real_out)
+            metrics["d_fake"] = jnp.mean(fake_out)
+        if family.wasserstein:
+            metrics["wasserstein"] = jnp.mean(real_out) - jnp.mean(fake_out)
+        total = adversarial
+
+        def critic(x):
+            return disc(d_params, d_mstate, x, *y)[0]
+
+        for i, regularizer in enumerate(d_regularizers):
+            # The first regulariser draws from the key itself, regulariser i from fold_in(key, i).
+            reg_key = key if i == 0 else jax.random.fold_in(key, i)
+            term, reg_metrics = regularizer(critic, real_in, fake_in, key=reg_key, draw=draw)
+            metrics.update(reg_metrics)
+            total = total + term
+        return total, (d_mstate, metrics)
+
+    def check_fake(fake, real):
+        if fake.shape != real.shape:
+            layout = (
+                "one real batch [batch, ...]"
+                if batches == "shared"
+                else f"[d_steps={d_steps}, batch, ...] real slices"
+            )
+            raise ValueError(
+                f"Generated samples {fake.shape} and real samples {real.shape} differ in"
+                f" shape (batches={batches!r}: the step takes {layout})."
+            )
+
+    def d_update(carry, xs, g_params, fixed_real, fixed_labels):
+        d_params, d_opt_state, d_mstate, g_mstate = carry
+        key, real, labels = xs
+        real = fixed_real if real is None else real
+        labels = fixed_labels if labels is None else labels
+        z_key, reg_key = jax.random.split(key)
+        z = draw(z_key, prior, real.shape[0])
+        y = () if labels is None else (labels,)
+        fake, g_mstate = gen(g_params, g_mstate, z, *y)
+        check_fake(fake, real)
+        fake = lax.stop_gradient(fake)
+        # Differentiate per-device copies (see mark_varying), then average.
+        grads, (d_mstate, metrics) = jax.grad(d_objective, has_aux=True)(
+            mark_varying(d_params, axis_name), d_mstate, real, fake, labels, reg_key
+        )
+        grads = pmean_floats(grads, axis_name)
+        updates, d_opt_state = d_optimizer.update(grads, d_opt_state, d_params)
+        d_params = optax.apply_updates(d_params, updates)
+        metrics["d_grad_norm"] = optax.tree.norm(grads)
+        return (d_params, d_opt_state, d_mstate, g_mstate), metrics
+
+    def g_objective(g_params, g_mstate, d_params, d_opt_state, d_mstate, z, real, labels, key):
+        y = () if labels is None else (labels,)
+        fake, g_mstate = gen(g_params, g_mstate, z, *y)
+        check_fake(fake, real)
+        fake_in = pack_samples(fake, pack)
+        if unroll is None:
+            fake_out, d_mstate = discriminate(d_params, d_mstate, fake_in, y)
+            fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
+            adversarial = g_loss = family.g_loss(fake_out)
+        else:
+            # The unrolled passes run θ_D^K, not the stored discriminator:
+            # its model state stays as it was.
+            def d_at(params, x):
+                out = discriminate(params, d_mstate, x, y)[0]
+                return _check_output(out, x.shape[0], "unrolled")
+
+            adversarial, g_loss = unroll.generator_loss(
+                family,
+                d_at,
+                pack_samples(real, pack),
+                fake_in,
+                d_params=d_params,
+                d_opt_state=d_opt_state,
+                d_loss=lambda params: d_objective(params, d_mstate, real, fake, labels, key)[0],
+                optimizer=d_optimizer,
+                axis_name=axis_name,
+            )
+        inputs = GeneratorInputs(fake=fake, real=real, adversarial=adversarial)
+        objective, extra = None, {}
+        for part in g_objectives:
+            term, part_metrics = part(inputs)
+            objective = term if objective is None else objective + term
+            extra.update(part_metrics)
+        return objective, (g_loss, g_mstate, d_mstate, extra)
+
+    def init(
+        key: jax.Array,
+        g_params: PyTree,
+        d_params: PyTree,
+        *,
+        g_model_state: PyTree = None,
+        d_model_state: PyTree = None,
+    ) -> GANState:
+        """The state at step 0 (see :class:`GAN`)."""
+        for name, stateful, value, net in (
+            ("g_model_state", g_stateful, g_model_state, "generator"),
+            ("d_model_state", d_stateful, d_model_state, "discriminator"),
+        ):
+            flag = name[0] + "_stateful"
+            if value is not None and not stateful:
+                raise ValueError(
+                    f"{name} was given but the {net} is stateless ({flag}=False), so it"
+                    f" would never be used: build the GAN with {flag}=True and a stateful"
+                    f" {net}, or drop {name}."
+                )
+            if value is None and stateful:
+                raise ValueError(
+                    f"The {net} is stateful ({flag}=True): pass its {name} to init"
+                    " (e.g. the model_state of jgan.models.init_model)."
+                )
+        return _initial_state(
+            key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state,
+            ema=ema_decay is not None,
+        )
+
+    def check_layout(real, labels):
+        if batches == "sliced":
+            if real.ndim < 2 or real.shape[0] != d_steps:
+                raise ValueError(
+                    f"batches='sliced' takes real data [d_steps={d_steps}, batch, ...],"
+                    f" got shape {real.shape}."
+                )
+            if labels is not None and labels.shape[:2] != real.shape[:2]:
+                raise ValueError(
+                    f"batches='sliced' takes labels [d_steps, batch, ...] like the data"
+                    f" {real.shape[:2]}, got shape {labels.shape}."
+                )
+        elif labels is not None and labels.shape[:1] != real.shape[:1]:
+            raise ValueError(
+                f"The labels {labels.shape} and the real samples {real.shape} differ in batch size."
+            )
+
+    def step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
+        if not isinstance(state, GANState):
+            raise TypeError(f"state must be a GANState, got {type(state).__name__}.")
+        _check_model_state("g", g_stateful, state.g_model_state)
+        _check_model_state("d", d_stateful, state.d_model_state)
+        if ema_decay is not None and state.g_ema_params is None:
+            raise ValueError(
+                "ema_decay is set but the state has no g_ema_params: build the state"
+                " with this GAN's init (or init_state(..., ema=True))."
+            )
+        if ema_decay is None and state.g_ema_params is not None:
+            raise ValueError(
+                "The state keeps g_ema_params but the step has no ema_decay, so they"
+                " would never move: set ema_decay (or build the state without EMA)."
+            )
+        real, labels = _split_batch(batch)
+        if labels is not None and pack > 1:
+            raise ValueError("pack > 1 is not supported with conditional labels.")
+        check_layout(real, labels)
+
+        keys = jax.random.split(jax.random.fold_in(state.key, state.step), d_steps + 1)
+        if batches == "sliced":
+            xs = (keys[:d_steps], real, labels)
+            fixed_real, fixed_labels = None, None
+            last_real = real[-1]
+            last_labels = None if labels is None else labels[-1]
+        else:
+            xs = (keys[:d_steps], None, None)
+            fixed_real, fixed_labels = real, labels
+            last_real, last_labels = real, labels
+
+        carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state)
+        carry, d_metrics = lax.scan(
+            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs
+        )
+        d_params, d_opt_state, d_mstate, g_mstate = carry
+        metrics = jax.tree.map(jnp.mean, d_metrics)
+
+        z_key, unroll_key = jax.random.split(keys[d_steps])
+        z = draw(z_key, prior, last_real.shape[0])
+        (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
+            mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
+        )
+        g_grads = pmean_floats(g_grads, axis_name)
+        g_updates, g_opt_state = g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
+        g_params = optax.apply_updates(state.g_params, g_updates)
+        g_ema = state.g_ema_params
+        if ema_decay is not None:
+            g_ema = optax.incremental_update(g_params, g_ema, 1.0 - ema_decay)
+
+        metrics["g_loss"] = g_loss
+        metrics.update(g_extra)
+        metrics["g_grad_norm"] = optax.tree.norm(g_grads)
+        new_state = GANState(
+            step=state.step + 1,
+            key=state.key,
+            g_params=g_params,
+            d_params=d_params,
+            g_opt_state=g_opt_state,
+            d_opt_state=d_opt_state,
+            g_model_state=pmean_floats(g_mstate, axis_name),
+            d_model_state=pmean_floats(d_mstate, axis_name),
+            g_ema_params=g_ema,
+        )
+        return new_state, finalize_metrics(metrics, axis_name, new_state)
+
+    def sample(state: GANState, key: jax.Array, n: int, *, labels: jax.Array | None = None) -> jax.Array:
+        """``n`` samples of the generator (see :class:`GAN`)."""
+        if not isinstance(state, GANState):
+            raise TypeError(f"state must be a GANState, got {type(state).__name__}.")
+        n = check_int(n, "n", minimum=1, static=True)
+        params = state.g_params if state.g_ema_params is None else state.g_ema_params
+        y = () if labels is None else (jnp.asarray(labels),)
+        if y and y[0].shape[:1] != (n,):
+            raise ValueError(f"labels must have n = {n} rows, got shape {y[0].shape}.")
+        x, _ = sample_gen(params, state.g_model_state, prior(key, n), *y)
+        return x
+
+    return GAN(init=init, step=step, sample=sample)
+
+
+# ---------------------------------------------------------------------------
+# The earlier keyword interface, kept as thin wrappers over make_gan.
+
+
+def init_state(
+    key: jax.Array,
+    g_params: PyTree,
+    d_params: PyTree,
+    *,
+    g_optimizer: optax.GradientTransformation,
+    d_optimizer: optax.GradientTransformation,
+    g_model_state: PyTree = None,
+    d_model_state: PyTree = None,
+    ema: bool = False,
+) -> GANState:
+    """Builds the initial :class:`GANState` for :func:`make_train_step`.
+
+    Prefer :func:`make_gan`, whose ``init`` knows the optimizers and the EMA.
+
+    Args:
+      key: PRNG key for every draw of training (latents, penalties).
+      g_params: initial generator parameters.
+      d_params: initial discriminator parameters.
+      g_optimizer: the generator's optax transformation (the same object as
+        given to :func:`make_train_step`).
+      d_optimizer: the discriminator's optax transformation.
+      g_model_state: the generator's model state (e.g. ``{"batch_stats": ...}``)
+        if it is stateful.
+      d_model_state: likewise for the discriminator.
+      ema: keep an exponential moving average of the generator's weights,
+        starting from ``g_params`` (set ``ema_decay`` in the step).
+
+    Returns:
+      The state at step 0.
+    """
+    return _initial_state(key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state, ema)
+
+
 def make_train_step(
     *,
     generator: Callable,
@@ -316,7 +759,7 @@ def make_train_step(
     g_optimizer: optax.GradientTransformation,
     d_optimizer: optax.GradientTransformation,
     latent_dim: int | None = None,
-    loss: str | tuple[Callable, Callable] = "non_saturating",
+    loss: str | tuple[Callable, Callable] | LossFamily = "non_saturating",
     d_steps: int = 1,
     unroll_steps: int = 0,
     unroll_first_order: bool = False,
@@ -337,391 +780,123 @@ def make_train_step(
     sinkhorn_weight: float = 0.0,
     sinkhorn_epsilon: float = 0.1,
     sinkhorn_iterations: int | None = 100,
-) -> Callable[[GANState, Batch], tuple[GANState, dict[str, jax.Array]]]:
-    """Builds a GAN train step ``(state, batch) -> (state, metrics)``.
+) -> Callable[[GANState, Batch], tuple[GANState, Metrics]]:
+    """The earlier keyword interface: a train step for :func:`init_state`'s state.
 
-    Args:
-      generator: ``(g_params, z[, labels]) -> x`` (stateless) or
-        ``(g_params, g_model_state, z[, labels]) -> (x, g_model_state)``.
-      discriminator: ``(d_params, x[, labels]) -> logits`` with logits of
-        shape ``[batch]`` or ``[batch, 1]`` (stateless), or the stateful form.
-      g_optimizer: the generator's optax transformation.
-      d_optimizer: the discriminator's optax transformation (without weight
-        clipping: pass ``weight_clip`` for that).
-      latent_dim: z's dimension for the standard normal prior.
-      loss: a family name (see :data:`LOSSES`: ``"minimax"``,
-        ``"non_saturating"``, ``"maximum_likelihood"``, ``"wasserstein"``,
-        ``"hinge"``, ``"least_squares"``) or a pair of callables
-        ``(d_loss(real_out, fake_out), g_loss(fake_out))`` returning scalars.
-      d_steps: k, discriminator updates per generator update (n_critic).
-        ``batch`` is either one real batch ``[batch, ...]`` used by all k, or k
-        slices ``[k, batch, ...]``, one per discriminator update.
-      unroll_steps: K >= 0; the generator minimises the surrogate on the
-        discriminator θ_D^K after K differentiable updates (Metz et al. 2016,
-        eq. 12): its loss on D_K(G(z)) minus the discriminator's loss on real
-        data under D_K (which depends on θ_G through the updates; for the
-        minimax family the sum is exactly −V(θ_G, θ_D^K)). ``g_loss`` reports
-        the first part. K = 0 is the ordinary GAN. With Adam, give it
-        ``eps_root > 0`` (see :func:`jgan.unroll.unroll_discriminator`).
-      unroll_first_order: stop gradients through the K updates (ablation).
-      unroll_remat: ``remat`` of :func:`jgan.unroll.unroll_discriminator`:
-        recompute each unrolled update in the backward pass (memory nearly
-        flat in K, a slower step), or a ``jax.checkpoint_policies`` policy.
-      gradient_penalty: λ of WGAN-GP, E[(‖∇D(x̂)‖ − target)²] on interpolates.
-      gradient_penalty_target: the target norm of the penalty (1).
-      gradient_penalty_one_sided: penalise only norms above the target.
-      r1: γ of the R1 penalty (γ/2)·E‖∇D(x)‖² on real data.
-      r2: γ of the R2 penalty (γ/2)·E‖∇D(G(z))‖² on generated data.
-      weight_clip: c; the discriminator's parameters are clipped to [−c, c]
-        after every update (WGAN), unrolled updates included.
-      pack: m of PacGAN: D sees m samples concatenated along the last axis.
-      ema_decay: keep ``g_ema ← decay·g_ema + (1 − decay)·g_params`` (the
-        state must come from ``init_state(..., ema=True)``).
-      axis_name: the mapped axis of ``jax.pmap`` / ``shard_map``: gradients,
-        model state and metrics are averaged across it.
-      latent_sampler: ``(key, n) -> z [n, ...]``, replacing N(0, I) of
-        dimension ``latent_dim``.
-      g_stateful: the generator uses the stateful convention.
-      d_stateful: the discriminator uses the stateful convention.
-      adversarial_weight: the weight of the adversarial generator loss in
-        the generator's objective (1; 0 drops it, e.g. for a Sinkhorn-only
-        generator).
-      sinkhorn_weight: λ; adds λ·S_ε(G(z), x) to the generator's objective,
-        the debiased Sinkhorn divergence (:func:`jgan.metrics.sinkhorn_divergence`,
-        squared-Euclidean cost on flattened samples) between the generated
-        and the real batch. Under ``axis_name`` each device uses its own
-        part of the batch (minibatch OT per device).
-      sinkhorn_epsilon: ε of that divergence, absolute, in squared data
-        units.
-      sinkhorn_iterations: Sinkhorn iterations per problem, a fixed number
-        (differentiated by unrolling them; 100), or ``None`` to iterate to a
-        marginal error of 1e-3 (implicit differentiation).
+    Each keyword maps onto a part of :func:`make_gan`, which this wraps (the
+    results are bit-identical): ``latent_dim`` / ``latent_sampler`` →
+    ``prior``; ``gradient_penalty`` (with ``gradient_penalty_target`` and
+    ``_one_sided``), ``r1``, ``r2`` → ``d_regularizers=[GradientPenalty(…),
+    R1(…), R2(…)]``; ``adversarial_weight``, ``sinkhorn_*`` →
+    ``g_objectives=[Adversarial(…), SinkhornDivergence(…)]``;
+    ``unroll_steps``, ``unroll_first_order``, ``unroll_remat`` →
+    ``unroll=Unrolled(…)``; ``weight_clip`` → ``weight_clipping`` chained on
+    ``d_optimizer`` (the state keeps ``d_optimizer``'s own state); a pair
+    ``(d_loss, g_loss)`` → ``LossFamily(d_loss, g_loss)``. The layout of the
+    real data (``[batch, ...]`` or ``[d_steps, batch, ...]``) is inferred
+    from the generator's sample shape; ``make_gan`` takes it declared.
 
     Returns:
-      ``train_step(state, batch) -> (state, metrics)``. ``batch`` is an array
-      of real data or a dict with ``"x"`` and ``"label"`` (conditional GAN:
-      the labels go to both networks, and the generated samples of a batch
-      take the labels of its real samples). ``metrics`` is a flat dict of
-      scalars: ``d_loss`` and ``g_loss`` (the adversarial losses), ``d_real``
-      and ``d_fake`` (mean D(x) and D(G(z)); probabilities for the
-      sigmoid-based families, raw scores otherwise), ``d_grad_norm`` and
-      ``g_grad_norm``, the penalties that are on, ``wasserstein`` (E D(x) −
-      E D(G(z)) for the Wasserstein family), ``sinkhorn`` (when it is on) and
-      ``nonfinite`` (1 if a loss or
-      gradient was not finite). Discriminator metrics are means over the k
-      updates.
-
-    Raises:
-      ValueError / TypeError: here for bad hyper-parameters; at trace time
-      for bad shapes (mismatched real and generated samples, a discriminator
-      output that is not ``[batch]`` or ``[batch, 1]``, a pack size that does
-      not divide the batch).
-
-    References:
-      Goodfellow et al. 2014, Algorithm 1; Arjovsky et al. 2017, Algorithm 1;
-      Gulrajani et al. 2017, Algorithm 1; Metz et al. 2016; Lin et al. 2018.
+      ``train_step(state, batch) -> (state, metrics)``, as ``make_gan(...).step``.
     """
-    family = _resolve_loss(loss)
-    d_steps = _check_int("d_steps", d_steps, 1)
-    unroll_steps = check_unroll_steps(unroll_steps, name="unroll_steps")
-    pack = _check_int("pack", pack, 1)
-    gp_weight = _check_nonnegative("gradient_penalty", gradient_penalty)
-    r1_weight = _check_nonnegative("r1", r1)
-    r2_weight = _check_nonnegative("r2", r2)
+    if isinstance(loss, Sequence) and not isinstance(loss, (str, LossFamily)):
+        if len(loss) != 2 or not all(callable(fn) for fn in loss):
+            raise TypeError(
+                f"loss must name a family ({sorted(LOSSES)}) or be a pair (d_loss(real_out,"
+                f" fake_out), g_loss(fake_out)) of callables; got {loss!r}."
+            )
+        loss = LossFamily(loss[0], loss[1])
+    unroll_steps = check_int(unroll_steps, "unroll_steps", minimum=0, static=True)
+    regularizers = []
+    if check_nonnegative(gradient_penalty, "gradient_penalty") > 0:
+        regularizers.append(GradientPenalty(
+            gradient_penalty, target=gradient_penalty_target, one_sided=gradient_penalty_one_sided))
+    if check_nonnegative(r1, "r1") > 0:
+        regularizers.append(R1(r1))
+    if check_nonnegative(r2, "r2") > 0:
+        regularizers.append(R2(r2))
+    objectives = [Adversarial(check_nonnegative(adversarial_weight, "adversarial_weight"))]
+    if check_nonnegative(sinkhorn_weight, "sinkhorn_weight") > 0:
+        objectives.append(SinkhornDivergence(
+            sinkhorn_weight, epsilon=sinkhorn_epsilon, iterations=sinkhorn_iterations))
     if weight_clip is not None:
-        weight_clip = _check_nonnegative("weight_clip", weight_clip)
-    adversarial_weight = _check_nonnegative("adversarial_weight", adversarial_weight)
-    sinkhorn_weight = _check_nonnegative("sinkhorn_weight", sinkhorn_weight)
-    if sinkhorn_weight > 0:
-        if not sinkhorn_epsilon > 0:
-            raise ValueError(f"sinkhorn_epsilon must be > 0, got {sinkhorn_epsilon}.")
-        if sinkhorn_iterations is not None:
-            sinkhorn_iterations = _check_int("sinkhorn_iterations", sinkhorn_iterations, 1)
-    if ema_decay is not None and not 0.0 <= ema_decay < 1.0:
-        raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
-    if latent_sampler is None:
-        if latent_dim is None:
-            raise ValueError("Give latent_dim (standard normal prior) or latent_sampler.")
-        latent_dim = _check_int("latent_dim", latent_dim, 1)
-
-        def latent_sampler(key, n):
-            return jax.random.normal(key, (n, latent_dim))
-
+        clip = penalties.weight_clipping(check_nonnegative(weight_clip, "weight_clip"))
+        d_optimizer = optax.chain(d_optimizer, clip)
+    if latent_sampler is None and latent_dim is None:
+        raise ValueError("Give latent_dim (standard normal prior) or latent_sampler.")
+    common = dict(
+        generator=generator,
+        discriminator=discriminator,
+        g_optimizer=g_optimizer,
+        d_optimizer=d_optimizer,
+        prior=latent_dim if latent_sampler is None else latent_sampler,
+        loss=loss,
+        d_steps=d_steps,
+        d_regularizers=regularizers,
+        g_objectives=objectives,
+        unroll=Unrolled(unroll_steps, first_order=unroll_first_order, remat=unroll_remat) if unroll_steps else None,
+        pack=pack,
+        ema_decay=ema_decay,
+        axis_name=axis_name,
+        g_stateful=g_stateful,
+        d_stateful=d_stateful,
+    )
+    shared = make_gan(**common, batches="shared")
+    sliced = make_gan(**common, batches="sliced").step
     gen = _stateful(generator, g_stateful)
-    disc = _stateful(discriminator, d_stateful)
+    prior = _make_prior(common["prior"])
 
-    # WGAN's clipping is applied after every discriminator update, the
-    # unrolled ones included; d_opt_state stays d_optimizer's own state.
-    if weight_clip is None:
-        d_tx = d_optimizer
-        wrap_state, unwrap_state = (lambda s: s), (lambda s: s)
-    else:
-        d_tx = optax.chain(d_optimizer, penalties.weight_clipping(weight_clip))
-        wrap_state = lambda s: (s, penalties.WeightClippingState())  # noqa: E731
-        unwrap_state = lambda s: s[0]  # noqa: E731
-
-    def draw(key, sampler, n):
-        return _draw_local(key, sampler, n, axis_name)
-
-    def d_objective(d_params, d_mstate, real, fake, labels, key):
-        """The discriminator's loss (penalties included) and its metrics."""
-        y = () if labels is None else (labels,)
-        real_in, fake_in = pack_samples(real, pack), pack_samples(fake, pack)
-        real_out, d_mstate = disc(d_params, d_mstate, real_in, *y)
-        fake_out, d_mstate = disc(d_params, d_mstate, fake_in, *y)
-        real_out = _check_output(real_out, real_in.shape[0], "real")
-        fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
-        adversarial = family.d_loss(real_out, fake_out)
-        metrics = {"d_loss": adversarial}
-        if family.on_logits:
-            metrics["d_real"] = jnp.mean(jax.nn.sigmoid(real_out))
-            metrics["d_fake"] = jnp.mean(jax.nn.sigmoid(fake_out))
-        else:
-            metrics["d_real"] = jnp.mean(real_out)
-            metrics["d_fake"] = jnp.mean(fake_out)
-        if family.wasserstein:
-            metrics["wasserstein"] = jnp.mean(real_out) - jnp.mean(fake_out)
-        total = adversarial
-
-        def critic(x):
-            return disc(d_params, d_mstate, x, *y)[0]
-
-        if gp_weight > 0:
-            t = draw(key, lambda k, n: jax.random.uniform(k, (n,), real_in.dtype), real_in.shape[0])
-            t = t.reshape((-1,) + (1,) * (real_in.ndim - 1))
-            gp = penalties.gradient_norm_penalty(
-                critic,
-                t * real_in + (1 - t) * fake_in,
-                target=gradient_penalty_target,
-                one_sided=gradient_penalty_one_sided,
-            )
-            metrics["gradient_penalty"] = gp
-            total = total + gp_weight * gp
-        if r1_weight > 0:
-            metrics["r1"] = penalties.r1_penalty(critic, real_in)
-            total = total + 0.5 * r1_weight * metrics["r1"]
-        if r2_weight > 0:
-            metrics["r2"] = penalties.r1_penalty(critic, fake_in)
-            total = total + 0.5 * r2_weight * metrics["r2"]
-        return total, (d_mstate, metrics)
-
-    def d_update(carry, xs, g_params, fixed_real, fixed_labels):
-        d_params, d_opt_state, d_mstate, g_mstate = carry
-        key, real, labels = xs
-        real = fixed_real if real is None else real
-        labels = fixed_labels if labels is None else labels
-        z_key, gp_key = jax.random.split(key)
-        z = draw(z_key, latent_sampler, real.shape[0])
-        y = () if labels is None else (labels,)
-        fake, g_mstate = gen(g_params, g_mstate, z, *y)
-        _check_fake(fake, real)
-        fake = lax.stop_gradient(fake)
-        # Differentiate per-device copies (see mark_varying), then average.
-        grads, (d_mstate, metrics) = jax.grad(d_objective, has_aux=True)(
-            mark_varying(d_params, axis_name), d_mstate, real, fake, labels, gp_key
-        )
-        grads = _pmean_floats(grads, axis_name)
-        updates, opt_state = d_tx.update(grads, wrap_state(d_opt_state), d_params)
-        d_params = optax.apply_updates(d_params, updates)
-        metrics["d_grad_norm"] = optax.tree.norm(grads)
-        carry = (d_params, unwrap_state(opt_state), d_mstate, g_mstate)
-        return carry, metrics
-
-    def g_objective(g_params, g_mstate, d_params, d_opt_state, d_mstate, z, real, labels, key):
-        y = () if labels is None else (labels,)
-        fake, g_mstate = gen(g_params, g_mstate, z, *y)
-        _check_fake(fake, real)
-        d_mstate_in = d_mstate
-        if unroll_steps:
-
-            def unrolled_loss(params):
-                return d_objective(params, d_mstate, real, fake, labels, key)[0]
-
-            d_params, _ = unroll_discriminator(
-                d_params,
-                wrap_state(d_opt_state),
-                loss_fn=unrolled_loss,
-                optimizer=d_tx,
-                steps=unroll_steps,
-                first_order=unroll_first_order,
-                axis_name=axis_name,
-                remat=unroll_remat,
-            )
-        fake_in = pack_samples(fake, pack)
-        fake_out, d_mstate = disc(d_params, d_mstate, fake_in, *y)
-        fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
-        g_loss = family.g_loss(fake_out)
-        objective = adversarial_weight * g_loss
-        extra = {}
-        if unroll_steps:
-            # Metz et al.'s surrogate f(θ_G, θ_D^K) keeps the real-data term
-            # (E log D_K(x) for the minimax game): it depends on θ_G through
-            # the K updates. It enters as minus the discriminator's loss on
-            # real data at θ_D^K; the fake term is held constant there, as
-            # the generator's own loss already covers it.
-            real_in = pack_samples(real, pack)
-            real_out, _ = disc(d_params, d_mstate, real_in, *y)
-            real_out = _check_output(real_out, real_in.shape[0], "real")
-            objective = adversarial_weight * (g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out)))
-            # These forward passes ran the unrolled θ_D^K, not the stored
-            # discriminator: its statistics stay as they were.
-            d_mstate = d_mstate_in
-        if sinkhorn_weight > 0:
-            n = fake.shape[0]
-            extra["sinkhorn"] = sinkhorn_divergence(
-                fake.reshape(n, -1),
-                lax.stop_gradient(real).reshape(n, -1),
-                epsilon=sinkhorn_epsilon,
-                num_iterations=sinkhorn_iterations,
-            ).divergence
-            objective = objective + sinkhorn_weight * extra["sinkhorn"]
-        return objective, (g_loss, g_mstate, d_mstate, extra)
-
-    def train_step(state: GANState, batch: Batch) -> tuple[GANState, dict[str, jax.Array]]:
+    def train_step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
         if not isinstance(state, GANState):
             raise TypeError(f"state must be a GANState, got {type(state).__name__}.")
-        _check_model_state("g", g_stateful, state.g_model_state)
-        _check_model_state("d", d_stateful, state.d_model_state)
-        if ema_decay is not None and state.g_ema_params is None:
-            raise ValueError("ema_decay is set but the state has no g_ema_params: init_state(..., ema=True).")
         real, labels = _split_batch(batch)
-        if labels is not None and pack > 1:
-            raise ValueError("pack > 1 is not supported with conditional labels.")
-        sliced = _is_sliced(real, labels, state)
+        run = sliced if _infer_sliced(real, labels, state, gen, prior, d_steps) else shared.step
+        if weight_clip is None:
+            return run(state, batch)
+        chained = state._replace(d_opt_state=(state.d_opt_state, penalties.WeightClippingState()))
+        new_state, metrics = run(chained, batch)
+        return new_state._replace(d_opt_state=new_state.d_opt_state[0]), metrics
 
-        keys = jax.random.split(jax.random.fold_in(state.key, state.step), d_steps + 1)
-        if sliced:
-            xs = (keys[:d_steps], real, labels)
-            fixed_real, fixed_labels = None, None
-            last_real = real[-1]
-            last_labels = None if labels is None else labels[-1]
-        else:
-            xs = (keys[:d_steps], None, None)
-            fixed_real, fixed_labels = real, labels
-            last_real, last_labels = real, labels
+    return train_step
 
-        carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state)
-        carry, d_metrics = lax.scan(
-            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs
-        )
-        d_params, d_opt_state, d_mstate, g_mstate = carry
-        metrics = jax.tree.map(jnp.mean, d_metrics)
 
-        z_key, unroll_key = jax.random.split(keys[d_steps])
-        z = draw(z_key, latent_sampler, last_real.shape[0])
-        (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-            mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
-        )
-        g_grads = _pmean_floats(g_grads, axis_name)
-        g_updates, g_opt_state = g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
-        g_params = optax.apply_updates(state.g_params, g_updates)
-        g_ema = state.g_ema_params
-        if ema_decay is not None:
-            g_ema = optax.incremental_update(g_params, g_ema, 1.0 - ema_decay)
+def _infer_sliced(real, labels, state, gen, prior, d_steps) -> bool:
+    """Whether ``real`` is one batch ``[batch, ...]`` or k slices ``[k, batch, ...]``.
 
-        metrics["g_loss"] = g_loss
-        metrics.update(g_extra)
-        metrics["g_grad_norm"] = optax.tree.norm(g_grads)
-        metrics = _finalize_metrics(metrics, axis_name)
+    Decided (at trace time) by comparing with the shape of the generator's
+    samples; a shape that fits neither is an error.
+    """
 
-        new_state = GANState(
-            step=state.step + 1,
-            key=state.key,
-            g_params=g_params,
-            d_params=d_params,
-            g_opt_state=g_opt_state,
-            d_opt_state=d_opt_state,
-            g_model_state=_pmean_floats(g_mstate, axis_name),
-            d_model_state=_pmean_floats(d_mstate, axis_name),
-            g_ema_params=g_ema,
-        )
-        return new_state, metrics
-
-    def _sample_shape(state, label_example):
-        """The generator's sample shape for one example with the given label shape."""
-        z = jax.eval_shape(lambda k: latent_sampler(k, 1), jax.random.key(0))
-        y = () if label_example is None else (label_example,)
-        out = jax.eval_shape(
-            lambda p, s, zz, *yy: gen(p, s, zz, *yy)[0],
-            state.g_params,
-            state.g_model_state,
-            z,
-            *y,
-        )
+    def sample_shape(lead):
+        example = None
+        if labels is not None:
+            if labels.ndim < lead or labels.shape[:lead] != real.shape[:lead]:
+                return None
+            example = jax.ShapeDtypeStruct((1,) + labels.shape[lead:], labels.dtype)
+        y = () if example is None else (example,)
+        z = jax.eval_shape(lambda k: prior(k, 1), jax.random.key(0))
+        try:
+            out = jax.eval_shape(
+                lambda p, s, zz, *yy: gen(p, s, zz, *yy)[0], state.g_params, state.g_model_state, z, *y
+            )
+        except (TypeError, ValueError):  # The generator rejects labels of this layout.
+            return None
         return tuple(out.shape[1:])
 
-    def _is_sliced(real, labels, state):
-        """Whether ``real`` is one batch ``[batch, ...]`` or k slices ``[k, batch, ...]``.
-
-        Decided (at trace time) by comparing with the shape of the generator's
-        samples; a shape that fits neither is an error.
-        """
-
-        def fits(lead):  # Does real = [*lead, *sample_shape] for this hypothesis?
-            if real.ndim < lead or (labels is not None and labels.shape[:lead] != real.shape[:lead]):
-                return False, None, None
-            example = None
-            if labels is not None:
-                example = jax.ShapeDtypeStruct((1,) + labels.shape[lead:], labels.dtype)
-            try:
-                shape = _sample_shape(state, example)
-            except Exception as err:  # E.g. the generator rejects this label shape.
-                return False, None, err
-            return tuple(real.shape[lead:]) == shape, shape, None
-
-        one_batch, shape, error = fits(1)
-        if one_batch:
-            return False
-        slices, slice_shape, _ = fits(2)
-        if slices:
+    shape = sample_shape(1) if real.ndim >= 1 else None
+    if shape is not None and tuple(real.shape[1:]) == shape:
+        return False
+    if real.ndim >= 2:
+        slice_shape = shape if labels is None else sample_shape(2)
+        if slice_shape is not None and tuple(real.shape[2:]) == slice_shape:
             if real.shape[0] != d_steps:
                 raise ValueError(
                     f"A batch of real slices [k, batch, ...] needs k = d_steps = {d_steps},"
                     f" got k = {real.shape[0]}."
                 )
             return True
-        if error is not None and slice_shape is None:
-            raise error
-        expected = shape or slice_shape
-        raise ValueError(
-            f"Real samples of shape {real.shape} (labels {None if labels is None else labels.shape})"
-            f" do not match the generator's samples of shape [batch, *{expected}], or"
-            " [d_steps, batch, ...] for one real slice per discriminator update."
-        )
-
-    return train_step
-
-
-def _check_output(out, batch: int, what: str) -> jax.Array:
-    out = L.as_logits(out, name=f"The discriminator's output on {what} samples")
-    if out.shape[0] != batch:
-        raise ValueError(
-            f"The discriminator returned {out.shape[0]} outputs for {batch} {what} inputs."
-        )
-    return out
-
-
-def _check_fake(fake, real) -> None:
-    if fake.shape != real.shape:
-        raise ValueError(
-            f"Generated samples {fake.shape} and real samples {real.shape} differ in shape."
-        )
-
-
-def _check_model_state(which: str, stateful: bool, model_state) -> None:
-    if stateful and model_state is None:
-        raise ValueError(
-            f"{which}_stateful=True but the state has no {which}_model_state:"
-            f" pass {which}_model_state to init_state."
-        )
-    if not stateful and model_state is not None:
-        raise ValueError(
-            f"The state holds a {which}_model_state but {which}_stateful=False:"
-            f" build the step with {which}_stateful=True."
-        )
-
-
-# The CycleGAN step (two generators, two discriminators) lives in jgan.cyclegan
-# and is re-exported here; it is imported last because it uses this module's
-# helpers (it imports them lazily, so either module may be imported first).
-from jgan.cyclegan import CycleGANState, init_cyclegan_state, make_cyclegan_train_step
+    raise ValueError(
+        f"Real samples of shape {real.shape} (labels {None if labels is None else labels.shape})"
+        f" do not match the generator's samples of shape [batch, *{shape}], or"
+        " [d_steps, batch, ...] for one real slice per discriminator update."
+    )

@@ -23,30 +23,22 @@ activations.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax import lax
+from jax.extend import core as jcore
 
 from jgan._parallel import mark_varying
+from jgan._validate import check_int
 
-__all__ = ["unroll_discriminator"]
+__all__ = ["unroll_discriminator", "Unrolled", "safe_root_update"]
 
 PyTree = Any
 RematPolicy = Callable[..., bool]
-
-
-def check_unroll_steps(steps: Any, *, name: str = "steps") -> int:
-    """Returns ``steps`` if it is a Python int >= 0; raises a clear error if not."""
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(
-            f"{name} must be a Python int (it is static: one program per value),"
-            f" got {type(steps).__name__} {steps!r}."
-        )
-    if steps < 0:
-        raise ValueError(f"{name} must be >= 0, got {steps}.")
-    return steps
 
 
 def unroll_discriminator(
@@ -70,11 +62,11 @@ def unroll_discriminator(
         closes over (the generator's samples, hence θ_G) receives gradients
         through every update.
       optimizer: any ``optax.GradientTransformation`` whose state keeps its
-        structure, shapes and dtypes across an update. Adam: give it
-        ``eps_root > 0`` (e.g. ``optax.adam(lr, eps_root=1e-8)``). With the
-        default ``eps_root=0`` the derivative of √ν at ν = 0 is infinite, so a
-        parameter whose gradient and second moment are exactly 0 (a ReLU unit
-        that is dead on the batch) makes the unrolled gradient NaN.
+        structure, shapes and dtypes across an update, Adam with its defaults
+        included: its square roots are differentiated with
+        :func:`safe_root_update`, so a parameter whose gradient and second
+        moment are exactly 0 (a ReLU unit that is dead on the batch) does not
+        make the unrolled gradient NaN.
       steps: K, a static Python int >= 0. ``steps=0`` returns the inputs.
       first_order: stop gradients through the updates, so that θ_D^K is used
         as a constant (what "copy D, take K steps, use the final D" gives).
@@ -104,21 +96,21 @@ def unroll_discriminator(
       Metz, Poole, Pfau, Sohl-Dickstein, "Unrolled Generative Adversarial
       Networks", ICLR 2017, §2.1–2.2, eq. 12 and 18–20.
     """
-    steps = check_unroll_steps(steps)
-    if not isinstance(remat, bool) and not callable(remat):
-        raise TypeError(
-            "remat must be a bool or a jax.checkpoint policy (e.g."
-            f" jax.checkpoint_policies.dots_saveable), got {remat!r}."
-        )
+    steps = check_int(steps, "steps", minimum=0, static=True)
+    _check_remat(remat)
     if steps == 0:
         return d_params, d_opt_state
+
+    # Differentiated updates take square roots with a finite derivative at 0
+    # (see safe_root_update); a first-order unroll needs no derivative.
+    optimizer_update = optimizer.update if first_order else safe_root_update(optimizer.update)
 
     def update(carry, _):
         params, opt_state = carry
         grads = jax.grad(loss_fn)(mark_varying(params, axis_name))
         if axis_name is not None:
             grads = lax.pmean(grads, axis_name)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
+        updates, opt_state = optimizer_update(grads, opt_state, params)
         if first_order:
             updates = lax.stop_gradient(updates)
             opt_state = lax.stop_gradient(opt_state)
@@ -143,3 +135,195 @@ def unroll_discriminator(
             f" ({type(optimizer).__name__}). Original error: {err}"
         ) from err
     return d_params, d_opt_state
+
+
+
+@dataclasses.dataclass(frozen=True)
+class Unrolled:
+    """The unrolled-GAN generator objective of Metz et al., as a part of ``make_gan``.
+
+    ``make_gan(unroll=Unrolled(K))`` makes the generator minimise the
+    surrogate f(θ_G, θ_D^K) on the discriminator after K further
+    differentiable updates of its own optimizer (the discriminator's own
+    update stays the ordinary one): its adversarial loss on D_K(G(z)) minus
+    the discriminator's loss on real data under D_K (which depends on θ_G
+    through the updates; the fake term is held constant there, as the
+    generator's loss already covers it). For the minimax family the sum is
+    exactly −V(θ_G, θ_D^K) (eq. 12). The K updates use the discriminator's
+    whole loss, its regularisers included.
+
+    Attributes:
+      steps: K >= 0, static (one program per value).
+      first_order: stop gradients through the K updates (an ablation).
+      remat: recompute each update in the backward pass (see
+        :func:`unroll_discriminator`), or a ``jax.checkpoint`` policy.
+
+    References:
+      Metz, Poole, Pfau, Sohl-Dickstein, "Unrolled Generative Adversarial
+      Networks", ICLR 2017, eq. 12.
+    """
+
+    steps: int
+    first_order: bool = dataclasses.field(default=False, kw_only=True)
+    remat: bool | RematPolicy = dataclasses.field(default=False, kw_only=True)
+
+    def __post_init__(self):
+        check_int(self.steps, "Unrolled steps", minimum=0, static=True)
+        _check_remat(self.remat)
+
+    def generator_loss(
+        self,
+        family: Any,
+        discriminate: Callable[[PyTree, jax.Array], jax.Array],
+        real: jax.Array,
+        fake: jax.Array,
+        *,
+        d_params: PyTree,
+        d_opt_state: optax.OptState,
+        d_loss: Callable[[PyTree], jax.Array],
+        optimizer: optax.GradientTransformation,
+        axis_name: str | None = None,
+    ) -> tuple[jax.Array, jax.Array]:
+        """The surrogate and the generator's loss on D_K.
+
+        Args:
+          family: a ``jgan.losses.LossFamily``.
+          discriminate: ``(d_params, x) -> outputs [batch]``.
+          real: the discriminator's real inputs (packed), ``[batch, ...]``.
+          fake: its generated inputs, differentiable in θ_G.
+          d_params: θ_D, the discriminator after its own update.
+          d_opt_state: its optimizer's state.
+          d_loss: ``d_params -> scalar``, the discriminator's loss on this
+            batch (a function of θ_G through the generated samples).
+          optimizer: the discriminator's optimizer.
+          axis_name: the data-parallel axis, if any.
+
+        Returns:
+          ``(surrogate, g_loss)``: the objective to differentiate, and
+          ``family.g_loss`` on D_K(G(z)) to report.
+        """
+        d_params_k, _ = unroll_discriminator(
+            d_params,
+            d_opt_state,
+            loss_fn=d_loss,
+            optimizer=optimizer,
+            steps=self.steps,
+            first_order=self.first_order,
+            axis_name=axis_name,
+            remat=self.remat,
+        )
+        fake_out = discriminate(d_params_k, fake)
+        g_loss = family.g_loss(fake_out)
+        real_out = discriminate(d_params_k, real)
+        return g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out)), g_loss
+
+
+def _check_remat(remat: Any) -> None:
+    if not isinstance(remat, bool) and not callable(remat):
+        raise TypeError(
+            "remat must be a bool or a jax.checkpoint policy (e.g."
+            f" jax.checkpoint_policies.dots_saveable), got {remat!r}."
+        )
+
+
+# ---------------------------------------------------------------------------
+# Square roots with a finite derivative at 0, inside any optimizer's update.
+
+
+@jax.custom_jvp
+def _safe_sqrt(x):
+    return lax.sqrt(x)
+
+
+@_safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = lax.sqrt(x)
+    # √'s own rule, t · (0.5 / √x), where x > 0; 0 where x = 0.
+    scale = jnp.where(x > 0, 0.5 / jnp.where(x > 0, y, 1), 0)
+    return y, t * scale.astype(t.dtype)
+
+
+_CALLS = frozenset({"jit", "pjit", "closed_call", "core_call"})
+# Their own derivative rules govern differentiation: a root inside is harmless.
+_CUSTOM = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"})
+
+
+def _has_root(jaxpr) -> bool:
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is lax.sqrt_p:
+            return True
+        if eqn.primitive.name not in _CUSTOM and any(
+            _has_root(sub) for sub in jcore.jaxprs_in_params(eqn.params)
+        ):
+            return True
+    return False
+
+
+def _eval_with_safe_roots(jaxpr, consts, *args):
+    """Evaluates ``jaxpr`` with every ``sqrt`` (also inside nested ``jit``) made safe."""
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    env.update(zip(jaxpr.constvars, consts))
+    env.update(zip(jaxpr.invars, args))
+    for eqn in jaxpr.eqns:
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if eqn.primitive is lax.sqrt_p:
+            outvals = [_safe_sqrt(*invals)]
+        elif name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
+            inner = eqn.params["jaxpr"]
+            outvals = _eval_with_safe_roots(inner.jaxpr, inner.consts, *invals)
+        else:
+            if name not in _CUSTOM and any(_has_root(sub) for sub in jcore.jaxprs_in_params(eqn.params)):
+                raise TypeError(
+                    f"This optimizer's update takes a square root inside `{name}`, where"
+                    " jgan cannot give it a finite derivative at 0, so unrolling through it"
+                    " could give NaN gradients. Use an optimizer without a root under"
+                    " control flow (optax.adam, adamw, rmsprop, sgd, ...), or"
+                    " Unrolled(..., first_order=True), which does not differentiate"
+                    " through the updates."
+                )
+            out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
+            outvals = out if eqn.primitive.multiple_results else [out]
+        env.update(zip(eqn.outvars, outvals))
+    return [read(v) for v in jaxpr.outvars]
+
+
+def safe_root_update(update: Callable) -> Callable:
+    """An optimizer's ``update`` whose square roots have a finite derivative at 0.
+
+    Adam divides by √ν̂ + ε. Where a gradient entry and its second moment are
+    exactly 0 (a dead ReLU unit, an unused bias), the derivative of √ν at
+    ν = 0 is infinite and the chain rule multiplies it by dν = 2g·dg = 0,
+    which gives NaN. The tangent of ν is exactly 0 wherever ν is (ν is a sum
+    of squared gradients, and so is its tangent's factor g), so the correct
+    contribution is 0: this wrapper evaluates ``update`` with every ``sqrt``
+    (nested ``jit`` included) replaced by one whose derivative is √'s own
+    where x > 0 and 0 at x = 0. Values are unchanged, and so are derivatives
+    wherever √'s is finite. ``optax.adam``'s defaults (``eps_root = 0``) can
+    then be unrolled.
+
+    Args:
+      update: ``(updates, state, params) -> (updates, state)``, e.g. an optax
+        transformation's ``update``.
+
+    Returns:
+      The same function with safe roots.
+
+    Raises:
+      TypeError: at trace time, when a root sits inside other control flow
+        (``cond``, ``while``, ``scan``), which this does not rewrite; the
+        message names the fixes.
+    """
+
+    def safe_update(updates, state, params=None):
+        closed, out_shape = jax.make_jaxpr(update, return_shape=True)(updates, state, params)
+        flat = jax.tree.leaves((updates, state, params))
+        out = _eval_with_safe_roots(closed.jaxpr, closed.consts, *flat)
+        return jax.tree.unflatten(jax.tree.structure(out_shape), out)
+
+    return safe_update

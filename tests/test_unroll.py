@@ -18,7 +18,7 @@ from jax import lax
 from jax.test_util import check_grads
 
 from jgan import losses as L
-from jgan import steps
+from jgan import steps, unroll
 from jgan.unroll import unroll_discriminator
 
 from nets import discriminator, generator, mlp
@@ -336,7 +336,8 @@ def test_remat_must_be_a_bool_or_a_policy():
 # --- 6. Adam through dead ReLU units needs eps_root > 0 (as documented). -------------
 
 
-def test_adam_through_a_dead_relu_unit_needs_eps_root():
+def test_adam_defaults_through_a_dead_relu_unit_give_the_eps_root_limit():
+    """eps_root = 0 (optax.adam's default) is safe: finite, and the limit of eps_root → 0."""
     g_params, d_params, z, real, _, _ = _problem(dtype=jnp.float32)
     w, b = d_params[0]
     d_params = [(w, b.at[0].set(-100.0)), *d_params[1:]]  # Unit 0 is dead on every input.
@@ -345,15 +346,43 @@ def test_adam_through_a_dead_relu_unit_needs_eps_root():
     @jit
     def grads(g_params):
         out = []
-        for eps_root in (0.0, 1e-8):
+        for eps_root in (0.0, 1e-30):  # The reference is plain optax, no safe roots needed.
             optimizer = optax.adam(1e-2, eps_root=eps_root)
             out.append(jax.grad(_surrogate)(g_params, d_params, optimizer.init(d_params), z, real,
                                             generator, disc, optimizer=optimizer, steps=2))
         return out
 
-    without, with_eps_root = grads(g_params)
-    assert not all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(without))
-    chex.assert_tree_all_finite(with_eps_root)
+    default, limit = grads(g_params)
+    chex.assert_tree_all_finite(default)
+    chex.assert_trees_all_close(default, limit, rtol=1e-5, atol=1e-7)
+
+
+def test_safe_root_update_keeps_values_and_finite_derivatives():
+    opt = optax.adam(1e-3)
+    params = {"w": jnp.array([0.0, 1.0, 2.0])}
+    state = opt.init(params)
+    safe = unroll.safe_root_update(opt.update)
+
+    def f(g, update):
+        u, s = update(g, state, params)
+        return jnp.sum(u["w"]) + jnp.sum(s[0].nu["w"])
+
+    g = {"w": jnp.array([0.0, 0.5, -1.0])}
+    chex.assert_trees_all_equal(safe(g, state, params), opt.update(g, state, params))
+    plain, safe_grad = jax.grad(f)(g, opt.update)["w"], jax.grad(f)(g, safe)["w"]
+    assert np.isnan(plain[0])  # optax's own derivative at g = 0 is 0·∞.
+    np.testing.assert_array_equal(safe_grad[1:], plain[1:])  # Unchanged where √'s derivative is finite.
+    # At step 1, m̂ = g and ν̂ = g², so the update is −lr·g/(|g| + eps): slope −lr/eps at g = 0.
+    np.testing.assert_allclose(safe_grad[0], -1e-3 / 1e-8, rtol=1e-3)
+
+
+def test_unrolling_an_optimizer_with_a_root_under_control_flow_is_refused():
+    def update(updates, state, params=None):
+        root = jax.lax.cond(True, jnp.sqrt, jnp.sqrt, jnp.abs(updates))
+        return root, state
+
+    with pytest.raises(TypeError, match="first_order=True"):
+        jax.grad(lambda g: jnp.sum(unroll.safe_root_update(update)(g, ())[0]))(jnp.ones(3))
 
 
 # --- 7. One program per K. ------------------------------------------------------------

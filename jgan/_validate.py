@@ -1,0 +1,115 @@
+"""Argument validators shared by every jgan module (the bottom layer).
+
+Each raises a clear error that names the argument and what it got, and
+returns the value normalised (a Python ``int`` or ``float``). Checks of
+values that may be traced (``positive_scalar``) pass silently under
+``jax.jit`` where the value is not concrete.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "check_int",
+    "check_nonnegative",
+    "check_positive",
+    "check_in_range",
+    "check_instance",
+    "check_callable",
+    "concrete_float",
+    "check_positive_scalar",
+]
+
+
+def check_int(value: Any, name: str, *, minimum: int | None = None, static: bool = False) -> int:
+    """``value`` as a Python int, or a ``TypeError``/``ValueError`` naming ``name``.
+
+    Args:
+      value: a Python or numpy integer (``bool`` is refused).
+      name: the argument's name, for the message.
+      minimum: the smallest allowed value, if any.
+      static: say in the message that the value fixes a shape or a program
+        (so a traced value cannot stand in for it).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        hint = (
+            " (it is static: it fixes an array shape or a program; under jax.jit"
+            " bind it with functools.partial or static_argnames)"
+            if static
+            else ""
+        )
+        raise TypeError(
+            f"{name} must be a Python int{hint}, got {type(value).__name__} {value!r}."
+        )
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _as_float(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}.")
+    return float(value)
+
+
+def check_nonnegative(value: Any, name: str) -> float:
+    """``value`` as a float if it is finite and >= 0; a clear error if not."""
+    v = _as_float(value, name)
+    if not (math.isfinite(v) and v >= 0):  # Also rejects NaN.
+        raise ValueError(f"{name} must be >= 0 and finite, got {value}.")
+    return v
+
+
+def check_positive(value: Any, name: str) -> float:
+    """``value`` as a float if it is finite and > 0; a clear error if not."""
+    v = _as_float(value, name)
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be > 0 and finite, got {value}.")
+    return v
+
+
+def check_in_range(value: Any, name: str, low: float, high: float, *, closed_high: bool = False) -> float:
+    """``value`` as a float if ``low <= value < high`` (``<= high`` if ``closed_high``)."""
+    v = _as_float(value, name)
+    inside = low <= v <= high if closed_high else low <= v < high
+    if not inside:
+        bracket = "]" if closed_high else ")"
+        raise ValueError(f"{name} must be in [{low}, {high}{bracket}, got {value}.")
+    return v
+
+
+def check_instance(value: Any, name: str, types: type | tuple[type, ...], what: str) -> Any:
+    """``value`` if it is an instance of ``types``; else a ``TypeError`` saying ``what`` is expected."""
+    if not isinstance(value, types):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}.")
+    return value
+
+
+def check_callable(value: Any, name: str, signature: str) -> Any:
+    """``value`` if it is callable; else a ``TypeError`` showing the expected ``signature``."""
+    if not callable(value):
+        raise TypeError(f"{name} must be a callable {signature}, got {type(value).__name__} {value!r}.")
+    return value
+
+
+def concrete_float(value: Any) -> float | None:
+    """``value`` as a float when it is concrete, ``None`` when it is traced."""
+    try:
+        return float(value)
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerArrayConversionError):
+        return None
+
+
+def check_positive_scalar(value: Any, name: str) -> None:
+    """A scalar that is finite and > 0 when concrete (a traced one passes)."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+    v = concrete_float(value)
+    if v is not None and not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {v}.")
