@@ -1,13 +1,12 @@
-"""Hyper-parameters of the seed algorithms, ready for ``make_train_step``.
+"""Hyper-parameters of the seed algorithms, ready for ``make_gan``.
 
 >>> p = presets.wgan_gp()
->>> step = make_train_step(generator=g, discriminator=d, latent_dim=128,
-...                        **p.step_kwargs())
->>> state = init_state(key, g_params, d_params, g_optimizer=p.g_optimizer,
-...                    d_optimizer=p.d_optimizer)
+>>> gan = steps.make_gan(generator=g, discriminator=d, prior=128, **p.gan_kwargs())
+>>> state = gan.init(key, g_params, d_params)
 
 Each preset also carries the batch size of its paper (data loading is the
-caller's), and the reference it reproduces.
+caller's), and the reference it reproduces. ``step_kwargs()`` gives the same
+settings as keywords of the earlier ``make_train_step``.
 """
 
 from __future__ import annotations
@@ -16,31 +15,61 @@ from typing import Any, NamedTuple
 
 import optax
 
+from jgan import penalties
+
 __all__ = ["Preset", "wgan", "wgan_gp", "dcgan"]
 
 
 class Preset(NamedTuple):
-    """A named set of train-step hyper-parameters."""
+    """A named set of GAN hyper-parameters.
+
+    Attributes:
+      loss: the loss family's name.
+      d_steps: discriminator updates per generator update (n_critic).
+      g_optimizer: the generator's optax transformation.
+      d_optimizer: the discriminator's, WGAN's weight clipping chained in.
+      d_regularizers: the discriminator's regularisers (WGAN-GP's penalty).
+      batch_size: the paper's batch size.
+      reference: the paper and algorithm reproduced.
+    """
 
     loss: str
     d_steps: int
     g_optimizer: optax.GradientTransformation
     d_optimizer: optax.GradientTransformation
-    gradient_penalty: float
-    weight_clip: float | None
+    d_regularizers: tuple[penalties.DiscriminatorRegularizer, ...]
     batch_size: int
     reference: str
 
-    def step_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of ``make_train_step`` this preset fixes."""
+    def gan_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of ``jgan.steps.make_gan`` this preset fixes."""
         return dict(
             loss=self.loss,
             d_steps=self.d_steps,
             g_optimizer=self.g_optimizer,
             d_optimizer=self.d_optimizer,
-            gradient_penalty=self.gradient_penalty,
-            weight_clip=self.weight_clip,
+            d_regularizers=self.d_regularizers,
         )
+
+    def step_kwargs(self) -> dict[str, Any]:
+        """The same settings as keywords of ``jgan.steps.make_train_step``."""
+        penalty = [r for r in self.d_regularizers if isinstance(r, penalties.GradientPenalty)]
+        if len(penalty) != len(self.d_regularizers):
+            raise ValueError("make_train_step takes only a gradient penalty among the regularisers.")
+        kwargs = dict(
+            loss=self.loss,
+            d_steps=self.d_steps,
+            g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer,
+        )
+        if penalty:
+            (gp,) = penalty
+            kwargs.update(
+                gradient_penalty=gp.weight,
+                gradient_penalty_target=gp.target,
+                gradient_penalty_one_sided=gp.one_sided,
+            )
+        return kwargs
 
 
 def _torch_rmsprop(learning_rate: float) -> optax.GradientTransformation:
@@ -51,6 +80,9 @@ def _torch_rmsprop(learning_rate: float) -> optax.GradientTransformation:
 def wgan(*, learning_rate: float = 5e-5, clip: float = 0.01, n_critic: int = 5) -> Preset:
     """WGAN: RMSProp lr 5e-5, weight clipping c = 0.01, batch 64, n_critic = 5.
 
+    The clipping is chained after the discriminator's RMSProp:
+    ``optax.chain(rmsprop, jgan.penalties.weight_clipping(clip))``.
+
     References:
       Arjovsky, Chintala, Bottou, "Wasserstein GAN", 2017, Algorithm 1.
     """
@@ -58,9 +90,8 @@ def wgan(*, learning_rate: float = 5e-5, clip: float = 0.01, n_critic: int = 5) 
         loss="wasserstein",
         d_steps=n_critic,
         g_optimizer=_torch_rmsprop(learning_rate),
-        d_optimizer=_torch_rmsprop(learning_rate),
-        gradient_penalty=0.0,
-        weight_clip=clip,
+        d_optimizer=optax.chain(_torch_rmsprop(learning_rate), penalties.weight_clipping(clip)),
+        d_regularizers=(),
         batch_size=64,
         reference="Arjovsky et al. 2017, Algorithm 1",
     )
@@ -78,8 +109,7 @@ def wgan_gp(*, learning_rate: float = 1e-4, penalty: float = 10.0, n_critic: int
         d_steps=n_critic,
         g_optimizer=adam,
         d_optimizer=adam,
-        gradient_penalty=penalty,
-        weight_clip=None,
+        d_regularizers=(penalties.GradientPenalty(penalty),),
         batch_size=64,
         reference="Gulrajani et al. 2017, Algorithm 1",
     )
@@ -98,8 +128,7 @@ def dcgan(*, learning_rate: float = 2e-4) -> Preset:
         d_steps=1,
         g_optimizer=adam,
         d_optimizer=adam,
-        gradient_penalty=0.0,
-        weight_clip=None,
+        d_regularizers=(),
         batch_size=128,
         reference="Radford et al. 2015, §4",
     )
