@@ -13,12 +13,12 @@ Losses on logits never form ``log(sigmoid(x))``: they use ``softplus`` and are
 finite, with finite gradients, for logits of any magnitude.
 
 References:
-    Goodfellow et al., "Generative Adversarial Nets", 2014 (eq. 1, Algorithm 1).
-    Goodfellow, "NIPS 2016 Tutorial: Generative Adversarial Networks", 2016, §3.2.
-    Arjovsky, Chintala, Bottou, "Wasserstein GAN", 2017.
-    Lim & Ye, "Geometric GAN", 2017 (hinge); Mao et al., "Least Squares GAN", 2017.
-    Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent
-    Adversarial Networks", 2017 (eq. 2).
+  Goodfellow et al., "Generative Adversarial Nets", 2014 (eq. 1, Algorithm 1).
+  Goodfellow, "NIPS 2016 Tutorial: Generative Adversarial Networks", 2016, §3.2.
+  Arjovsky, Chintala, Bottou, "Wasserstein GAN", 2017.
+  Lim & Ye, "Geometric GAN", 2017 (hinge); Mao et al., "Least Squares GAN", 2017.
+  Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent
+  Adversarial Networks", 2017 (eq. 2).
 """
 
 from __future__ import annotations
@@ -54,16 +54,16 @@ def as_logits(outputs: ArrayLike, *, name: str = "discriminator output") -> jax.
     """Validates a discriminator output and returns it as a ``[batch]`` array.
 
     Args:
-        outputs: logits or critic scores, ``[batch]`` or ``[batch, 1]``.
-        name: what the array is, for the error message.
+      outputs: logits or critic scores, ``[batch]`` or ``[batch, 1]``.
+      name: what the array is, for the error message.
 
     Returns:
-        The outputs as a ``[batch]`` array.
+      The outputs as a ``[batch]`` array.
 
     Raises:
-        ValueError: at trace time, for any other shape. A ``[batch, k]`` output
-            with ``k > 1`` would otherwise broadcast silently against a ``[batch]``
-            target.
+      ValueError: at trace time, for any other shape. A ``[batch, k]`` output
+        with ``k > 1`` would otherwise broadcast silently against a ``[batch]``
+        target.
     """
     outputs = jnp.asarray(outputs)
     if outputs.ndim == 2 and outputs.shape[1] == 1:
@@ -107,15 +107,15 @@ def minimax_discriminator_loss(
     differ only in the generator's loss.
 
     Args:
-        real_logits: D's logits on real data, ``[batch]`` or ``[batch, 1]``.
-        fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"`` (per-example real + fake terms).
+      real_logits: D's logits on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example real + fake terms).
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Goodfellow et al. 2014, eq. 1 (negated: here it is minimised).
+      Goodfellow et al. 2014, eq. 1 (negated: here it is minimised).
     """
     r = as_logits(real_logits, name="real_logits")
     f = as_logits(fake_logits, name="fake_logits")
@@ -132,14 +132,14 @@ def minimax_generator_loss(
     is why the non-saturating loss is used in practice.
 
     Args:
-        fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Goodfellow et al. 2014, eq. 1.
+      Goodfellow et al. 2014, eq. 1.
     """
     f = as_logits(fake_logits, name="fake_logits")
     return _reduce_one(-jax.nn.softplus(f), reduction)
@@ -151,14 +151,14 @@ def non_saturating_generator_loss(
     """The non-saturating generator loss: −E log σ(f).
 
     Args:
-        fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Goodfellow et al. 2014, §3 ("maximize log D(G(z))").
+      Goodfellow et al. 2014, §3 ("maximize log D(G(z))").
     """
     f = as_logits(fake_logits, name="fake_logits")
     return _reduce_one(jax.nn.softplus(-f), reduction)
@@ -181,16 +181,16 @@ def maximum_likelihood_generator_loss(
     logits of any magnitude. ``max_logit=None`` gives the unclamped formula.
 
     Args:
-        fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
-        max_logit: clamp for the logits before ``exp``; ``None`` for none.
+      fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
+      max_logit: clamp for the logits before ``exp``; ``None`` for none.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Goodfellow 2016 (NIPS tutorial), §3.2.3, eq. 10; Goodfellow 2014,
-        "On distinguishability criteria for estimating generative models".
+      Goodfellow 2016 (NIPS tutorial), §3.2.3, eq. 10; Goodfellow 2014,
+      "On distinguishability criteria for estimating generative models".
     """
     f = as_logits(fake_logits, name="fake_logits")
     if max_logit is not None:
@@ -204,15 +204,15 @@ def wasserstein_discriminator_loss(
     """The WGAN critic loss: E f − E r (the negated Wasserstein estimate).
 
     Args:
-        real_scores: critic scores on real data, ``[batch]`` or ``[batch, 1]``.
-        fake_scores: critic scores on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      real_scores: critic scores on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_scores: critic scores on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Arjovsky et al. 2017, Algorithm 1.
+      Arjovsky et al. 2017, Algorithm 1.
     """
     r = as_logits(real_scores, name="real_scores")
     f = as_logits(fake_scores, name="fake_scores")
@@ -225,14 +225,14 @@ def wasserstein_generator_loss(
     """The WGAN generator loss: −E f.
 
     Args:
-        fake_scores: critic scores on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      fake_scores: critic scores on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Arjovsky et al. 2017, Algorithm 1.
+      Arjovsky et al. 2017, Algorithm 1.
     """
     f = as_logits(fake_scores, name="fake_scores")
     return _reduce_one(-f, reduction)
@@ -244,15 +244,15 @@ def hinge_discriminator_loss(
     """The hinge discriminator loss: E relu(1 − r) + E relu(1 + f).
 
     Args:
-        real_scores: D's scores on real data, ``[batch]`` or ``[batch, 1]``.
-        fake_scores: D's scores on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      real_scores: D's scores on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_scores: D's scores on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Lim & Ye 2017; Miyato et al. 2018 (SN-GAN), eq. 16.
+      Lim & Ye 2017; Miyato et al. 2018 (SN-GAN), eq. 16.
     """
     r = as_logits(real_scores, name="real_scores")
     f = as_logits(fake_scores, name="fake_scores")
@@ -265,11 +265,11 @@ def hinge_generator_loss(
     """The hinge generator loss: −E f.
 
     Args:
-        fake_scores: D's scores on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      fake_scores: D's scores on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
     """
     f = as_logits(fake_scores, name="fake_scores")
     return _reduce_one(-f, reduction)
@@ -281,15 +281,15 @@ def least_squares_discriminator_loss(
     """The least-squares discriminator loss: ½E(r − 1)² + ½E f².
 
     Args:
-        real_scores: D's outputs on real data, ``[batch]`` or ``[batch, 1]``.
-        fake_scores: D's outputs on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      real_scores: D's outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_scores: D's outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Mao et al. 2017, eq. 9 with a = 0, b = c = 1 (used by CycleGAN).
+      Mao et al. 2017, eq. 9 with a = 0, b = c = 1 (used by CycleGAN).
     """
     r = as_logits(real_scores, name="real_scores")
     f = as_logits(fake_scores, name="fake_scores")
@@ -302,14 +302,14 @@ def least_squares_generator_loss(
     """The least-squares generator loss: ½E(f − 1)².
 
     Args:
-        fake_scores: D's outputs on generated data, ``[batch]`` or ``[batch, 1]``.
-        reduction: ``"mean"`` or ``"none"``.
+      fake_scores: D's outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Mao et al. 2017, eq. 9 with c = 1.
+      Mao et al. 2017, eq. 9 with c = 1.
     """
     f = as_logits(fake_scores, name="fake_scores")
     return _reduce_one(0.5 * jnp.square(f - 1.0), reduction)
@@ -324,15 +324,15 @@ def cycle_consistency_loss(
     PyTorch's ``L1Loss`` does in the reference implementation).
 
     Args:
-        x: inputs, ``[batch, ...]``.
-        x_reconstructed: F(G(x)), the same shape as ``x``.
-        reduction: ``"mean"`` or ``"none"``.
+      x: inputs, ``[batch, ...]``.
+      x_reconstructed: F(G(x)), the same shape as ``x``.
+      reduction: ``"mean"`` or ``"none"``.
 
     Returns:
-        The loss, a scalar or ``[batch]``.
+      The loss, a scalar or ``[batch]``.
 
     References:
-        Zhu et al. 2017, eq. 2.
+      Zhu et al. 2017, eq. 2.
     """
     x = jnp.asarray(x)
     x_reconstructed = jnp.asarray(x_reconstructed)
