@@ -3,18 +3,18 @@
 The setup is the mixture-of-Gaussians experiment of Metz et al. (2016),
 appendix A: generator and discriminator are MLPs with two hidden layers of
 128 ReLU units, the latent dimension is 256, the batch 512, both optimizers
-Adam. For each K it builds ``jgan.steps.make_train_step(unroll_steps=K)`` and
+Adam. For each K it builds ``jgan.steps.make_gan(unroll=Unrolled(K))`` and
 measures three programs of the same train step:
 
 - ``scan``: jgan as shipped; the K discriminator updates run in ``lax.scan``.
 - ``loop``: the K updates as a Python loop of optax updates, traced into one
   fully unrolled program (the reference: one straight-line program that XLA
-  can optimise across updates, whose size and compile time grow with K). It
-  is swapped in for ``unroll_discriminator`` while
-  the step is traced; everything else is the same step, and the script checks
-  that both programs compute the same update.
-- ``first_order``: ``unroll_first_order=True`` (gradients stopped through the
-  updates; an ablation).
+  can optimise across updates, whose size and compile time grow with K): an
+  ``Unrolled`` subclass whose ``unroll`` method is the loop; everything else
+  is the same step, and the script checks that both programs compute the
+  same update.
+- ``first_order``: ``Unrolled(K, first_order=True)`` (gradients stopped
+  through the updates; an ablation).
 
 Load from other processes only ever adds time, so each program is compiled
 ``--compile-repeats`` times (interleaved with the others) and the fastest is
@@ -48,7 +48,7 @@ linearly with K). Results go to ``--out`` as ``unroll_k.md`` (the table),
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -56,7 +56,6 @@ import platform
 import sys
 import time
 from pathlib import Path
-from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -71,59 +70,57 @@ LATENT = 256
 BATCH = 512
 LEARNING_RATE = 1e-4  # Adam with β1 = 0.5 for both networks (the rate does not affect timings).
 B1 = 0.5
-# eps_root > 0 keeps Adam differentiable where a second moment is 0 (ReLU units
-# that are dead on the batch); with 0 the unrolled gradient is NaN there.
+# The measured tables used eps_root = 1e-8 for the discriminator's Adam; the
+# unrolled updates no longer need it (jgan.unroll.safe_root_update), kept so
+# the programs stay those measured.
 EPS_ROOT = 1e-8
 
 
-def python_loop_unroll(d_params, d_opt_state, *, loss_fn, optimizer, steps, first_order=False,
-                       axis_name=None, **unused):
-    """``unroll_discriminator`` as a Python loop: K optax updates traced one after another."""
-    if first_order or axis_name is not None:
-        raise NotImplementedError("The reference covers the full-gradient, single-device case.")
-    for _ in range(steps):
-        grads = jax.grad(loss_fn)(d_params)
-        updates, d_opt_state = optimizer.update(grads, d_opt_state, d_params)
-        d_params = optax.apply_updates(d_params, updates)
-    return d_params, d_opt_state
+class PythonLoop(unroll.Unrolled):
+    """The K updates as a Python loop: K optax updates traced one after another."""
 
-
-def scan_unroll(d_params, d_opt_state, *, loss_fn, optimizer, steps, unroll, first_order=False,
-                axis_name=None):
-    """The library's scan with a ``lax.scan`` unroll factor (an option it does not offer)."""
-    if steps == 0:
+    def unroll(self, d_params, d_opt_state, *, loss_fn, optimizer, axis_name=None):
+        if self.first_order or axis_name is not None:
+            raise NotImplementedError("The reference covers the full-gradient, single-device case.")
+        update = unroll.safe_root_update(optimizer.update)  # As the library's scan does.
+        for _ in range(self.steps):
+            grads = jax.grad(loss_fn)(d_params)
+            updates, d_opt_state = update(grads, d_opt_state, d_params)
+            d_params = optax.apply_updates(d_params, updates)
         return d_params, d_opt_state
 
-    def update(carry, _):
-        params, opt_state = carry
-        grads = jax.grad(loss_fn)(params)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), None
 
-    (d_params, d_opt_state), _ = jax.lax.scan(update, (d_params, d_opt_state), None,
-                                              length=steps, unroll=unroll)
-    return d_params, d_opt_state
+@dataclasses.dataclass(frozen=True)
+class ScanUnrollFactor(unroll.Unrolled):
+    """The library's scan with a ``lax.scan`` unroll factor (an option it does not offer)."""
+
+    factor: int = dataclasses.field(default=1, kw_only=True)
+
+    def unroll(self, d_params, d_opt_state, *, loss_fn, optimizer, axis_name=None):
+        update_fn = unroll.safe_root_update(optimizer.update)
+
+        def update(carry, _):
+            params, opt_state = carry
+            grads = jax.grad(loss_fn)(params)
+            updates, opt_state = update_fn(grads, opt_state, params)
+            return (optax.apply_updates(params, updates), opt_state), None
+
+        (d_params, d_opt_state), _ = jax.lax.scan(update, (d_params, d_opt_state), None,
+                                                  length=self.steps, unroll=self.factor)
+        return d_params, d_opt_state
 
 
 VARIANTS = {
-    # name: (the unroll function traced into the step, make_train_step keywords)
-    "scan": (unroll.unroll_discriminator, {}),
-    "loop": (python_loop_unroll, {}),
-    "first_order": (unroll.unroll_discriminator, {"unroll_first_order": True}),
-    # Options of unroll_discriminator, and scan unroll factors, to measure them.
-    "scan_remat": (functools.partial(unroll.unroll_discriminator, remat=True), {}),
-    "scan_remat_dots": (functools.partial(unroll.unroll_discriminator,
-                                          remat=jax.checkpoint_policies.dots_saveable), {}),
-    "scan_unroll2": (functools.partial(scan_unroll, unroll=2), {}),
-    "scan_unroll5": (functools.partial(scan_unroll, unroll=5), {}),
+    # name: K -> the unroll part of make_gan
+    "scan": unroll.Unrolled,
+    "loop": PythonLoop,
+    "first_order": functools.partial(unroll.Unrolled, first_order=True),
+    # Options of Unrolled, and scan unroll factors, to measure them.
+    "scan_remat": functools.partial(unroll.Unrolled, remat=True),
+    "scan_remat_dots": functools.partial(unroll.Unrolled, remat=jax.checkpoint_policies.dots_saveable),
+    "scan_unroll2": functools.partial(ScanUnrollFactor, factor=2),
+    "scan_unroll5": functools.partial(ScanUnrollFactor, factor=5),
 }
-
-
-@contextlib.contextmanager
-def _unroll_with(fn):
-    """Makes ``make_train_step`` trace ``fn`` in place of ``unroll_discriminator``."""
-    with mock.patch.object(steps, "unroll_discriminator", fn):
-        yield
 
 
 def mog_setup():
@@ -134,22 +131,20 @@ def mog_setup():
     d_params = d_module.init(jax.random.fold_in(key, 2), jnp.zeros((1, 2)))["params"]
     g_opt = optax.adam(LEARNING_RATE, b1=B1)
     d_opt = optax.adam(LEARNING_RATE, b1=B1, eps_root=EPS_ROOT)
-    state = steps.init_state(key, g_params, d_params, g_optimizer=g_opt, d_optimizer=d_opt)
     nets = dict(generator=make_apply(g_module, stateful=False),
                 discriminator=make_apply(d_module, stateful=False),
-                g_optimizer=g_opt, d_optimizer=d_opt, latent_dim=LATENT)
+                g_optimizer=g_opt, d_optimizer=d_opt, prior=LATENT)
+    state = steps.make_gan(**nets).init(key, g_params, d_params)
     real = data.ring(jax.random.fold_in(key, 3), BATCH)
     return state, nets, real
 
 
 def build(variant: str, k: int, state, nets, real):
     """Lowers and compiles one program; returns it with its timings and memory."""
-    fn, kwargs = VARIANTS[variant]
-    with _unroll_with(fn):
-        step = steps.make_train_step(**nets, unroll_steps=k, **kwargs)
-        t0, c0 = time.perf_counter(), time.process_time()
-        lowered = jax.jit(step).lower(state, real)
-        t1 = time.perf_counter()
+    step = steps.make_gan(**nets, unroll=VARIANTS[variant](k) if k else None).step
+    t0, c0 = time.perf_counter(), time.process_time()
+    lowered = jax.jit(step).lower(state, real)
+    t1 = time.perf_counter()
     compiled = lowered.compile()
     t2, c2 = time.perf_counter(), time.process_time()
     memory = compiled.memory_analysis()

@@ -171,6 +171,31 @@ class Unrolled:
         check_int(self.steps, "Unrolled steps", minimum=0, static=True)
         _check_remat(self.remat)
 
+    def unroll(
+        self,
+        d_params: PyTree,
+        d_opt_state: optax.OptState,
+        *,
+        loss_fn: Callable[[PyTree], jax.Array],
+        optimizer: optax.GradientTransformation,
+        axis_name: str | None = None,
+    ) -> tuple[PyTree, optax.OptState]:
+        """The K differentiable updates: :func:`unroll_discriminator` in ``lax.scan``.
+
+        A subclass may override how the updates are taken (a benchmark's
+        Python loop, another scan); :meth:`generator_loss` keeps the surrogate.
+        """
+        return unroll_discriminator(
+            d_params,
+            d_opt_state,
+            loss_fn=loss_fn,
+            optimizer=optimizer,
+            steps=self.steps,
+            first_order=self.first_order,
+            axis_name=axis_name,
+            remat=self.remat,
+        )
+
     def generator_loss(
         self,
         family: Any,
@@ -202,15 +227,8 @@ class Unrolled:
           ``(surrogate, g_loss)``: the objective to differentiate, and
           ``family.g_loss`` on D_K(G(z)) to report.
         """
-        d_params_k, _ = unroll_discriminator(
-            d_params,
-            d_opt_state,
-            loss_fn=d_loss,
-            optimizer=optimizer,
-            steps=self.steps,
-            first_order=self.first_order,
-            axis_name=axis_name,
-            remat=self.remat,
+        d_params_k, _ = self.unroll(
+            d_params, d_opt_state, loss_fn=d_loss, optimizer=optimizer, axis_name=axis_name
         )
         fake_out = discriminate(d_params_k, fake)
         g_loss = family.g_loss(fake_out)
