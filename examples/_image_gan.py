@@ -389,7 +389,7 @@ def unconditional_program(
     discriminator: Any,
     latent_dim: int,
     d_stateful: bool,
-    step_kwargs: dict[str, Any],
+    gan_kwargs: dict[str, Any],
 ) -> Program:
     """The ``Program`` of an unconditional image GAN with a flax DCGAN-style generator.
 
@@ -399,31 +399,29 @@ def unconditional_program(
       discriminator: a flax module ``images -> logits``.
       latent_dim: z's dimension.
       d_stateful: whether the discriminator has BatchNorm statistics.
-      step_kwargs: ``make_train_step``'s hyper-parameters (optimizers, loss,
-        ``d_steps``, penalties), e.g. ``jgan.presets.dcgan().step_kwargs()``.
+      gan_kwargs: ``make_gan``'s hyper-parameters (optimizers, loss,
+        ``d_steps``, regularisers), e.g. ``jgan.presets.dcgan().gan_kwargs()``.
     """
     spec = data.image_dataset_spec(config.dataset, image_size=config.image_size)
     if "x" not in spec.keys:
         raise ValueError(f"{config.dataset!r} is an unpaired two-domain dataset; use examples/cyclegan.py.")
-    g_apply = models.make_apply(generator, stateful=True)
-    d_apply = models.make_apply(discriminator, stateful=d_stateful)
     g_eval = models.make_apply(generator, stateful=True, train=False)
-    d_steps = step_kwargs.get("d_steps", 1)
+    d_steps = gan_kwargs.get("d_steps", 1)
+    gan = jgan_steps.make_gan(
+        generator=models.make_apply(generator, stateful=True),
+        discriminator=models.make_apply(discriminator, stateful=d_stateful),
+        prior=latent_dim, g_stateful=True, d_stateful=d_stateful, sample_generator=g_eval,
+        batches="sliced" if d_steps > 1 else "shared", **gan_kwargs,
+    )  # fmt: skip
 
     def init(key):
         g_key, d_key, run_key = jax.random.split(key, 3)
         g_params, g_state = models.init_model(generator, g_key, jnp.zeros((1, latent_dim)))
         d_params, d_state = models.init_model(discriminator, d_key, jnp.zeros((1, *spec.image_shape)))
-        return jgan_steps.init_state(
-            run_key, g_params, d_params,
-            g_optimizer=step_kwargs["g_optimizer"], d_optimizer=step_kwargs["d_optimizer"],
-            g_model_state=g_state, d_model_state=d_state if d_stateful else None,
-        )  # fmt: skip
+        return gan.init(run_key, g_params, d_params, g_model_state=g_state,
+                        d_model_state=d_state if d_stateful else None)  # fmt: skip
 
-    train_step = jgan_steps.make_train_step(
-        generator=g_apply, discriminator=d_apply, latent_dim=latent_dim,
-        g_stateful=True, d_stateful=d_stateful, **step_kwargs,
-    )  # fmt: skip
+    train_step = gan.step
 
     def batches(start):
         stream = data.image_dataset(
@@ -432,21 +430,18 @@ def unconditional_program(
         images = skip((batch["x"] for batch in stream), start * d_steps)
         return stack_batches(images, d_steps) if d_steps > 1 else images
 
-    grid_latents = fixed_latents(config.seed, 64, latent_dim)
-
-    @jax.jit
-    def sample(state, z):
-        return g_eval(state.g_params, state.g_model_state, z)[0]
+    sample = jax.jit(gan.sample, static_argnums=2)
 
     def generate(state, key, n):
-        return sample(state, jax.random.normal(key, (n, latent_dim)))
+        return sample(state, key, n)
 
     reference = data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
     return Program(
         init=init,
         train_step=train_step,
         batches=batches,
-        sample_grid=lambda state: (sample(state, grid_latents), 8),
+        # The grid's latents are the same at every step and after a resume.
+        sample_grid=lambda state: (sample(state, eval_key(config.seed), 64), 8),
         generate=generate,
         reference_images=reference,
     )

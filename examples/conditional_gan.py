@@ -3,7 +3,7 @@
 The generator is DCGAN's with a learned label embedding concatenated to z
 (``jgan.models.ConditionalDCGANGenerator``); the discriminator is Miyato &
 Koyama's projection discriminator (``jgan.models.ProjectionDiscriminator``:
-ψ(φ(x)) + ⟨embed(y), φ(x)⟩). ``jgan.steps.make_train_step`` takes batches
+ψ(φ(x)) + ⟨embed(y), φ(x)⟩). ``jgan.steps.make_gan``'s step takes batches
 ``{"x": images, "label": labels}`` and gives each generated sample the label
 of a real one, so both networks see the labels. The samples grid has one
 row per class (the same latents in every column), so the label's control
@@ -49,25 +49,20 @@ def build(config: Config) -> program_lib.Program:
         image_size=height, num_classes=classes, channels=channels, features=config.features
     )
     discriminator = models.ProjectionDiscriminator(num_classes=classes, features=config.features)
-    step_kwargs = presets.dcgan(learning_rate=config.learning_rate).step_kwargs()
     g_eval = models.make_apply(generator, stateful=True, train=False)
+    gan = steps.make_gan(
+        generator=models.make_apply(generator, stateful=True),
+        discriminator=models.make_apply(discriminator, stateful=True),
+        prior=config.latent_dim, g_stateful=True, d_stateful=True, sample_generator=g_eval,
+        **presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
+    )  # fmt: skip
 
     def init(key):
         g_key, d_key, run_key = jax.random.split(key, 3)
         label = jnp.zeros((1,), jnp.int32)
         g_params, g_state = models.init_model(generator, g_key, jnp.zeros((1, config.latent_dim)), label)
         d_params, d_state = models.init_model(discriminator, d_key, jnp.zeros((1, *spec.image_shape)), label)
-        return steps.init_state(
-            run_key, g_params, d_params,
-            g_optimizer=step_kwargs["g_optimizer"], d_optimizer=step_kwargs["d_optimizer"],
-            g_model_state=g_state, d_model_state=d_state,
-        )  # fmt: skip
-
-    train_step = steps.make_train_step(
-        generator=models.make_apply(generator, stateful=True),
-        discriminator=models.make_apply(discriminator, stateful=True),
-        latent_dim=config.latent_dim, g_stateful=True, d_stateful=True, **step_kwargs,
-    )  # fmt: skip
+        return gan.init(run_key, g_params, d_params, g_model_state=g_state, d_model_state=d_state)
 
     def batches(start):
         stream = data.image_dataset(
@@ -83,15 +78,16 @@ def build(config: Config) -> program_lib.Program:
     def sample(state, z, labels):
         return g_eval(state.g_params, state.g_model_state, z, labels)[0]
 
+    sample_labelled = jax.jit(gan.sample, static_argnums=2)
+
     def generate(state, key, n):
         z_key, y_key = jax.random.split(key)
-        labels = jax.random.randint(y_key, (n,), 0, classes)
-        return sample(state, jax.random.normal(z_key, (n, config.latent_dim)), labels)
+        return sample_labelled(state, z_key, n, labels=jax.random.randint(y_key, (n,), 0, classes))
 
     reference = data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
     return program_lib.Program(
         init=init,
-        train_step=train_step,
+        train_step=gan.step,
         batches=batches,
         sample_grid=lambda state: (sample(state, grid_latents, grid_labels), COLUMNS),
         generate=generate,

@@ -49,7 +49,7 @@ def build(config: Config) -> program_lib.Program:
         discriminator=models.DCGANDiscriminator(features=config.features),
         latent_dim=config.latent_dim,
         d_stateful=True,
-        step_kwargs=presets.dcgan(learning_rate=config.learning_rate).step_kwargs(),
+        gan_kwargs=presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
     )
 
 

@@ -56,7 +56,7 @@ def build(config: Config) -> program_lib.Program:
         discriminator=models.DCGANDiscriminator(features=config.features, normalization="layer"),
         latent_dim=config.latent_dim,
         d_stateful=False,
-        step_kwargs=preset.step_kwargs(),
+        gan_kwargs=preset.gan_kwargs(),
     )
 
 
