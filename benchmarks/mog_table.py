@@ -130,7 +130,7 @@ def train_seeds(config: unrolled_mog.Config, *, seeds: int) -> tuple[np.ndarray,
     keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(jnp.arange(seeds))
     start = time.perf_counter()
     states = jax.vmap(experiment.init)(keys[:, 0])
-    states, _ = jax.vmap(experiment.train_chunk, in_axes=(0, 0, None))(states, keys[:, 1], config.steps)
+    states, _, _ = jax.vmap(lambda s, k: experiment.train_chunk(s, k, config.steps))(states, keys[:, 1])
     samples = jax.vmap(experiment.sample, in_axes=(0, 0, None))(states, keys[:, 2], unrolled_mog.EVAL_SAMPLES)
     samples = jax.block_until_ready(samples)
     seconds = time.perf_counter() - start

@@ -66,11 +66,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from tqdm import tqdm
 
 from jgan import checkpoint
 from jgan import data
+from jgan import loop as jgan_loop
 from jgan import metrics as jgan_metrics
 from jgan import models
 from jgan import steps as jgan_steps
@@ -239,18 +239,20 @@ class Experiment(NamedTuple):
 
     Attributes:
       init: ``key -> GANState``, the state at step 0.
-      train_chunk: jitted ``(state, data_key, n) -> (state, metrics)``: ``n``
-        (traced; no recompilation) generator updates, the real batch of step
-        ``s`` drawn from ``fold_in(data_key, s)``. It stops early after a step
-        whose metrics are not finite; ``metrics`` are those of the last step
-        taken (check them with ``jgan.steps.check_finite``).
+      train_chunk: jitted ``(state, data_key, n) -> (state, metrics, info)``:
+        ``n`` (static: one program per chunk size) generator updates by
+        :func:`jgan.loop.run_steps`, the real batch of step ``s`` drawn from
+        ``fold_in(data_key, s)``. It stops at a step that is not finite,
+        keeping the last finite state; ``metrics`` are stacked ``[n]`` and
+        ``info`` is the run's :class:`jgan.loop.RunInfo` (check it with
+        ``jgan.loop.check_run``).
       sample: jitted ``(state, key, n) -> [n, 2]`` samples of the generator
         (its EMA weights when the config keeps an EMA).
       spec: the target mixture (centres, std) for ``mode_coverage``.
     """
 
     init: Callable[[jax.Array], jgan_steps.GANState]
-    train_chunk: Callable[..., tuple[jgan_steps.GANState, dict[str, jax.Array]]]
+    train_chunk: Callable[..., tuple[jgan_steps.GANState, dict[str, jax.Array], jgan_loop.RunInfo]]
     sample: Callable[[jgan_steps.GANState, jax.Array, int], jax.Array]
     spec: data.MixtureSpec
 
@@ -289,23 +291,23 @@ def _make_experiment(config: Config, k: int) -> Experiment:
     discriminator = models.MLPDiscriminator(hidden=tuple(config.hidden))
     g_apply = models.make_apply(generator, stateful=False)
     d_apply = models.make_apply(discriminator, stateful=False)
-    # eps_root > 0 keeps the unrolled updates differentiable: with ReLU units a
-    # gradient entry is often exactly 0, where Adam's sqrt(v) has an infinite
-    # derivative and the generator's gradient through the unroll becomes NaN.
+    # jgan differentiates Adam's root safely at 0 (jgan.unroll.safe_root_update), so
+    # eps_root is not needed; the tiny one is kept so that the README's tables,
+    # measured with it, stay reproducible to the bit.
     g_optimizer = optax.adam(_schedule(config.g_learning_rate, config.decay_fraction, config.steps), b1=config.beta1, eps_root=ADAM_EPS_ROOT)
     d_optimizer = optax.adam(_schedule(config.d_learning_rate, config.d_decay_fraction, config.steps), b1=config.beta1, eps_root=ADAM_EPS_ROOT)
-    train_step = jgan_steps.make_train_step(
+    gan = jgan_steps.make_gan(
         generator=g_apply,
         discriminator=d_apply,
         g_optimizer=g_optimizer,
         d_optimizer=d_optimizer,
-        latent_dim=config.latent_dim,
+        prior=config.latent_dim,
         loss=config.loss,
-        unroll_steps=k,
-        pack=config.pack,
-        unroll_first_order=config.unroll_first_order,
-        gradient_penalty=config.gradient_penalty,
         d_steps=config.d_steps,
+        batches="sliced" if config.d_steps > 1 else "shared",
+        d_regularizers=[jgan_steps.GradientPenalty(config.gradient_penalty)] if config.gradient_penalty else [],
+        unroll=jgan_steps.Unrolled(k, first_order=config.unroll_first_order) if k else None,
+        pack=config.pack,
         ema_decay=config.ema_decay,
     )
     sample_real = functools.partial(data.sample_mixture, n=config.batch_size, spec=spec)
@@ -314,45 +316,21 @@ def _make_experiment(config: Config, k: int) -> Experiment:
         g_key, d_key, train_key = jax.random.split(key, 3)
         g_params, _ = models.init_model(generator, g_key, jnp.zeros((1, config.latent_dim)))
         d_params, _ = models.init_model(discriminator, d_key, jnp.zeros((1, dim * config.pack)))
-        return jgan_steps.init_state(
-            train_key,
-            g_params,
-            d_params,
-            g_optimizer=g_optimizer,
-            d_optimizer=d_optimizer,
-            ema=config.ema_decay is not None,
-        )
+        return gan.init(train_key, g_params, d_params)
 
-    @jax.jit
-    def train_chunk(state, data_key, n):
-        def one_step(state):
-            step_key = jax.random.fold_in(data_key, state.step)
-            if config.d_steps == 1:
-                real = sample_real(step_key)
-            else:  # A fresh real slice for each discriminator update.
-                real = jax.vmap(sample_real)(jax.random.split(step_key, config.d_steps))
-            return train_step(state, real)
-
-        # The metrics' structure, to carry them through the loop.
-        _, metrics_shape = jax.eval_shape(one_step, state)
-        zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
-
-        def cond(carry):
-            i, _, metrics = carry
-            return (i < n) & (metrics["nonfinite"] == 0)
-
-        def body(carry):
-            i, state, _ = carry
-            state, metrics = one_step(state)
-            return i + 1, state, metrics
-
-        _, state, metrics = lax.while_loop(cond, body, (jnp.zeros((), jnp.int32), state, zeros))
-        return state, metrics
+    def real_batch(data_key, i):
+        step_key = jax.random.fold_in(data_key, i)
+        if config.d_steps == 1:
+            return sample_real(step_key)
+        return jax.vmap(sample_real)(jax.random.split(step_key, config.d_steps))  # One slice per D update.
 
     @functools.partial(jax.jit, static_argnames="n")
-    def sample(state, key, n):
-        params = state.g_params if state.g_ema_params is None else state.g_ema_params
-        return g_apply(params, jax.random.normal(key, (n, config.latent_dim)))
+    def train_chunk(state, data_key, n):
+        return jgan_loop.run_steps(
+            gan.step, state, functools.partial(real_batch, data_key), n, on_nonfinite="stop", start=state.step
+        )
+
+    sample = jax.jit(gan.sample, static_argnums=2)
 
     return Experiment(init=init, train_chunk=train_chunk, sample=sample, spec=spec)
 
@@ -476,11 +454,11 @@ def _run_one(config: Config, k: int, workdir: str, *, resume: bool, show_progres
                 n = min(config.chunk_steps, event - int(state.step))
                 before = int(state.step)
                 tic = time.perf_counter()
-                state, step_metrics = experiment.train_chunk(state, keys.data, n)
+                state, step_metrics, info = experiment.train_chunk(state, keys.data, n)
                 jax.block_until_ready(state)
                 train_seconds += time.perf_counter() - tic
-                jgan_steps.check_finite(step_metrics, step=int(state.step) - 1)
-                postfix.update(d_loss=f"{float(step_metrics['d_loss']):.3f}", g_loss=f"{float(step_metrics['g_loss']):.3f}")
+                jgan_loop.check_run(info)
+                postfix.update(d_loss=f"{float(step_metrics['d_loss'][-1]):.3f}", g_loss=f"{float(step_metrics['g_loss'][-1]):.3f}")
                 bar.set_postfix(postfix, refresh=False)
                 bar.update(int(state.step) - before)
             entry = record(state)

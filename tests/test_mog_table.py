@@ -32,7 +32,7 @@ def test_vmapped_seeds_equal_separate_runs(row):
     experiment = um.make_experiment(config)
     for seed in range(2):  # The Python-loop twin of the vmap.
         init_key, data_key, eval_key = jax.random.split(jax.random.key(seed), 3)
-        state, _ = experiment.train_chunk(experiment.init(init_key), data_key, config.steps)
+        state, _, _ = experiment.train_chunk(experiment.init(init_key), data_key, config.steps)
         alone = experiment.sample(state, eval_key, um.EVAL_SAMPLES)
         np.testing.assert_allclose(samples[seed], alone, rtol=1e-4, atol=1e-5)
     assert not np.allclose(samples[0], samples[1])  # Seeds differ.
