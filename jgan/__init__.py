@@ -5,4 +5,6 @@ Submodules are imported explicitly (``from jgan import steps``); the core
 flax, so it works with any network library that gives an ``apply`` function.
 """
 
+__all__ = ["__version__"]
+
 __version__ = "0.1.0"
