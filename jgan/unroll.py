@@ -24,6 +24,7 @@ activations.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable
 
 import jax
@@ -33,7 +34,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from jgan._parallel import mark_varying
-from jgan._validate import check_int
+from jgan._validate import check_int, concrete_float
 
 __all__ = ["unroll_discriminator", "Unrolled", "safe_root_update"]
 
@@ -248,6 +249,12 @@ def _check_remat(remat: Any) -> None:
 # Square roots with a finite derivative at 0, inside any optimizer's update.
 
 
+def _masked_tangent(x, y, t, scale):
+    """``t · scale`` where x > 0 and the scale is finite; 0 elsewhere (see safe_root_update)."""
+    ok = (x > 0) & jnp.isfinite(scale)
+    return y, t * jnp.where(ok, scale, 0).astype(t.dtype)
+
+
 @jax.custom_jvp
 def _safe_sqrt(x):
     return lax.sqrt(x)
@@ -257,9 +264,50 @@ def _safe_sqrt(x):
 def _safe_sqrt_jvp(primals, tangents):
     (x,), (t,) = primals, tangents
     y = lax.sqrt(x)
-    # √'s own rule, t · (0.5 / √x), where x > 0; 0 where x = 0.
-    scale = jnp.where(x > 0, 0.5 / jnp.where(x > 0, y, 1), 0)
-    return y, t * scale.astype(t.dtype)
+    return _masked_tangent(x, y, t, 0.5 / jnp.where(x > 0, y, 1))  # √'s own rule where x > 0.
+
+
+@jax.custom_jvp
+def _safe_rsqrt(x):
+    return lax.rsqrt(x)
+
+
+@_safe_rsqrt.defjvp
+def _safe_rsqrt_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = lax.rsqrt(x)
+    return _masked_tangent(x, y, t, -0.5 * y / jnp.where(x > 0, x, 1))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _safe_pow(x, exponent):
+    return lax.pow(x, jnp.asarray(exponent, x.dtype))
+
+
+@_safe_pow.defjvp
+def _safe_pow_jvp(exponent, primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = lax.pow(x, jnp.asarray(exponent, x.dtype))
+    safe_x = jnp.where(x > 0, x, 1)
+    return _masked_tangent(x, y, t, exponent * lax.pow(safe_x, jnp.asarray(exponent - 1, x.dtype)))
+
+
+def _root_exponent(eqn, invals) -> float | None:
+    """The exponent of ``pow(x, c)`` when c is a constant in (−1, 1) other than 0, else None."""
+    if eqn.primitive is not lax.pow_p or len(invals) != 2 or jnp.ndim(invals[1]) != 0:
+        return None
+    exponent = concrete_float(invals[1])
+    if exponent is None or exponent == 0 or not -1 < exponent < 1:
+        return None
+    return exponent
+
+
+def _is_root(eqn) -> bool:
+    if eqn.primitive in (lax.sqrt_p, lax.rsqrt_p):
+        return True
+    return eqn.primitive is lax.pow_p and not isinstance(eqn.invars[1], jcore.Var) and (
+        _root_exponent(eqn, [None, eqn.invars[1].val]) is not None
+    )
 
 
 _CALLS = frozenset({"jit", "pjit", "closed_call", "core_call"})
@@ -269,7 +317,7 @@ _CUSTOM = frozenset({"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxp
 
 def _has_root(jaxpr) -> bool:
     for eqn in jaxpr.eqns:
-        if eqn.primitive is lax.sqrt_p:
+        if _is_root(eqn):
             return True
         if eqn.primitive.name not in _CUSTOM and any(
             _has_root(sub) for sub in jcore.jaxprs_in_params(eqn.params)
@@ -292,6 +340,10 @@ def _eval_with_safe_roots(jaxpr, consts, *args):
         name = eqn.primitive.name
         if eqn.primitive is lax.sqrt_p:
             outvals = [_safe_sqrt(*invals)]
+        elif eqn.primitive is lax.rsqrt_p:
+            outvals = [_safe_rsqrt(*invals)]
+        elif _root_exponent(eqn, invals) is not None:
+            outvals = [_safe_pow(invals[0], _root_exponent(eqn, invals))]
         elif name in _CALLS and isinstance(eqn.params.get("jaxpr"), jcore.ClosedJaxpr):
             inner = eqn.params["jaxpr"]
             outvals = _eval_with_safe_roots(inner.jaxpr, inner.consts, *invals)
@@ -319,11 +371,17 @@ def safe_root_update(update: Callable) -> Callable:
     ν = 0 is infinite and the chain rule multiplies it by dν = 2g·dg = 0,
     which gives NaN. The tangent of ν is exactly 0 wherever ν is (ν is a sum
     of squared gradients, and so is its tangent's factor g), so the correct
-    contribution is 0: this wrapper evaluates ``update`` with every ``sqrt``
-    (nested ``jit`` included) replaced by one whose derivative is √'s own
-    where x > 0 and 0 at x = 0. Values are unchanged, and so are derivatives
-    wherever √'s is finite. ``optax.adam``'s defaults (``eps_root = 0``) can
-    then be unrolled.
+    contribution is 0: this wrapper evaluates ``update`` with every root
+    (``sqrt``, ``rsqrt`` and ``pow`` with a constant exponent in (−1, 1); in
+    nested ``jit`` too) replaced by one whose derivative is the root's own
+    where x > 0 and it is finite, and 0 elsewhere. Values are unchanged, and
+    so are derivatives wherever the root's is finite. ``optax.adam``'s
+    defaults (``eps_root = 0``) can then be unrolled, and so can adamw,
+    rmsprop, adagrad, adabelief, yogi, amsgrad, nadam, adafactor and lamb
+    (tested). ``optax.radam`` cannot: its first updates take the root of a
+    negative number in a branch that ``jnp.where`` discards, and the
+    reverse pass multiplies that NaN by 0; the step then reports
+    ``nonfinite`` (never a silent NaN).
 
     Args:
       update: ``(updates, state, params) -> (updates, state)``, e.g. an optax
