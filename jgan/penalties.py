@@ -21,6 +21,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
+from jax import lax
 from jax.typing import ArrayLike
 
 from jgan._validate import check_nonnegative
@@ -187,12 +188,16 @@ def _clip_into_box(params, updates, c):
     """Updates u' such that ``params + u'`` (in the params' dtype) is in [−c, c].
 
     The plain u' = clip(p + u) − p can round to just outside the box; each
-    pass moves u' by one ulp back towards the box where that happens.
+    pass moves u' by one ulp back towards the box where that happens. That
+    correction is a constant to differentiation (``nextafter`` has no
+    derivative), so u' differentiates as clip(p + u) − p: an unrolled
+    discriminator can chain the clipping.
     """
 
     def leaf(p, u):
         target = jnp.clip(p + u, -c, c)
-        new_u = (target - p).astype(u.dtype)
+        plain = (target - p).astype(u.dtype)
+        new_u = lax.stop_gradient(plain)
         for _ in range(2):
             result = (p + new_u).astype(p.dtype)
             new_u = jnp.where(
@@ -204,7 +209,7 @@ def _clip_into_box(params, updates, c):
                     new_u,
                 ),
             )
-        return new_u
+        return plain + lax.stop_gradient(new_u - plain)
 
     return jax.tree.map(leaf, params, updates)
 

@@ -234,8 +234,9 @@ def skip_nonfinite(
 
     When the step's ``metrics["nonfinite"]`` is 1 (a loss, a gradient or the
     new state is not finite), the wrapped step returns the old state
-    unchanged; ``metrics["skipped"]`` is 1.0 for a skipped update and 0.0
-    otherwise (sum it to count skips). Works for any step that reports
+    unchanged (its ``step`` counter too, so a retry draws the same latents,
+    with whatever batch comes next); ``metrics["skipped"]`` is 1.0 for a
+    skipped update and 0.0 otherwise (sum it to count skips). Works for any step that reports
     ``nonfinite`` (the GAN and CycleGAN steps do), under ``jit`` and ``vmap``.
 
     Args:
@@ -294,7 +295,7 @@ def _make_prior(prior: Any) -> Prior:
 
 
 def _parts(values: Any, name: str, kind: type, example: str) -> tuple:
-    if isinstance(values, kind) or not isinstance(values, Sequence):
+    if isinstance(values, (kind, str)) or not isinstance(values, Sequence):
         raise TypeError(
             f"{name} must be a list or tuple of {kind.__module__}.{kind.__name__}"
             f" (e.g. [{example}]), got {type(values).__name__} {values!r}."

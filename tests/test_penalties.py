@@ -144,3 +144,17 @@ def test_weight_clipping_bad_input():
     tx = penalties.weight_clipping(0.1)
     with pytest.raises(ValueError, match="needs params"):
         tx.update(jnp.ones(2), tx.init(jnp.ones(2)))
+
+
+def test_weight_clipping_differentiates_as_the_plain_clip():
+    """d(p + u')/du is 1 inside the box and 0 outside; the ulp correction is a constant."""
+    tx = penalties.weight_clipping(0.5)
+    params = jnp.array([0.0, 0.4, -0.4, 0.45])
+    u = jnp.array([0.1, 0.3, -0.3, 0.0])
+
+    def clipped(u):
+        updates, _ = tx.update(u, tx.init(params), params)
+        return optax.apply_updates(params, updates)
+
+    np.testing.assert_array_equal(clipped(u), params + jnp.array([0.1, 0.1, -0.1, 0.0]))
+    np.testing.assert_array_equal(jnp.diag(jax.jacobian(clipped)(u)), [1.0, 0.0, 0.0, 1.0])
