@@ -320,36 +320,37 @@ class GradientPenalty(DiscriminatorRegularizer):
 
 
 @dataclasses.dataclass(frozen=True)
-class R1(DiscriminatorRegularizer):
+class _SquaredInputGradient(DiscriminatorRegularizer):
+    """``(γ/2) · E‖∇ₓ D(x)‖²`` on real (R1) or generated (R2) inputs."""
+
+    gamma: float
+    _name = ""  # The metric's name; also which inputs ("r1": real, "r2": generated).
+
+    def __post_init__(self):
+        check_nonnegative(self.gamma, f"{type(self).__name__} gamma")
+
+    def __call__(self, critic_fn, real, fake, *, key, draw):
+        value = r1_penalty(critic_fn, real if self._name == "r1" else fake)
+        return 0.5 * self.gamma * value, {self._name: value}
+
+
+@dataclasses.dataclass(frozen=True)
+class R1(_SquaredInputGradient):
     """``(γ/2) · E‖∇ₓ D(x)‖²`` on real data; reported as ``r1`` (without γ/2).
 
     References:
       Mescheder, Geiger, Nowozin 2018, eq. 9.
     """
 
-    gamma: float
-
-    def __post_init__(self):
-        check_nonnegative(self.gamma, "R1 gamma")
-
-    def __call__(self, critic_fn, real, fake, *, key, draw):
-        value = r1_penalty(critic_fn, real)
-        return 0.5 * self.gamma * value, {"r1": value}
+    _name = "r1"
 
 
 @dataclasses.dataclass(frozen=True)
-class R2(DiscriminatorRegularizer):
+class R2(_SquaredInputGradient):
     """``(γ/2) · E‖∇ₓ D(G(z))‖²`` on generated data; reported as ``r2`` (without γ/2).
 
     References:
       Mescheder, Geiger, Nowozin 2018, eq. 10.
     """
 
-    gamma: float
-
-    def __post_init__(self):
-        check_nonnegative(self.gamma, "R2 gamma")
-
-    def __call__(self, critic_fn, real, fake, *, key, draw):
-        value = r1_penalty(critic_fn, fake)
-        return 0.5 * self.gamma * value, {"r2": value}
+    _name = "r2"
