@@ -17,6 +17,7 @@ import numpy as np
 
 __all__ = [
     "check_int",
+    "check_bool",
     "check_nonnegative",
     "check_positive",
     "check_in_range",
@@ -50,6 +51,17 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, static: bool
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}.")
     return int(value)
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """``value`` if it is a ``bool`` (numpy's included); a ``TypeError`` naming ``name`` if not.
+
+    A string such as ``"False"`` or a number is refused: both would switch an
+    option on by truthiness.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}.")
+    return bool(value)
 
 
 def _as_float(value: Any, name: str) -> float:
