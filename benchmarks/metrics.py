@@ -25,9 +25,9 @@ table and collects them into the ``--out`` JSON):
 
 Usage::
 
-    python benchmarks/metrics.py --sizes 256 1024 4096 --dims 2 64 \\
+    python -m benchmarks.metrics --sizes 256 1024 4096 --dims 2 64 \\
         --iterations 100 --repeats 5 --out runs/metrics
-    python benchmarks/metrics.py --sizes 256 --dims 2 --repeats 3   # quick
+    python -m benchmarks.metrics --sizes 256 --dims 2 --repeats 3   # quick
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ mean ± standard error over seeds. The seeds of one configuration train
 together under ``jax.vmap`` (one compiled program; tested to equal separate
 runs).
 
-    python benchmarks/mog_table.py                       # every dataset and row, 10 seeds
-    python benchmarks/mog_table.py --datasets ring --rows gan unrolled10 --seeds 3
-    python benchmarks/mog_table.py --settings example    # the example's defaults instead
-    python benchmarks/mog_table.py --datasets ring_pacgan --rows pacgan2 --seeds 3 \\
+    python -m benchmarks.mog_table                       # every dataset and row, 10 seeds
+    python -m benchmarks.mog_table --datasets ring --rows gan unrolled10 --seeds 3
+    python -m benchmarks.mog_table --settings example    # the example's defaults instead
+    python -m benchmarks.mog_table --datasets ring_pacgan --rows pacgan2 --seeds 3 \\
         --settings example --set latent_dim=2 --out runs/precision/latent2   # one cell of the precision study
 
 Every row shares one set of network and optimiser settings (``--settings``):
@@ -41,10 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "examples"))
-import unrolled_mog  # noqa: E402  (the experiment's training core)
-
-from jgan import metrics  # noqa: E402
+from examples import unrolled_mog  # the experiment's training core
+from jgan import metrics
 
 # name -> overrides of the example's Config (on top of the settings, --steps and the dataset).
 ROWS = {

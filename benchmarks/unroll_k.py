@@ -34,9 +34,9 @@ drifting load affects them alike. Reported per program:
 
 Usage::
 
-    python benchmarks/unroll_k.py --ks 0 1 5 10 20 --memory-ks 100 --out runs/bench
+    python -m benchmarks.unroll_k --ks 0 1 5 10 20 --memory-ks 100 --out runs/bench
     # unroll_discriminator's remat option and lax.scan unroll factors:
-    python benchmarks/unroll_k.py --ks 1 5 10 20 --memory-ks 100 --out runs/bench_options \
+    python -m benchmarks.unroll_k --ks 1 5 10 20 --memory-ks 100 --out runs/bench_options \
         --variants scan scan_remat scan_remat_dots scan_unroll2 scan_unroll5
 
 ``--memory-ks`` adds compile-only rows (compile time and temp memory) for

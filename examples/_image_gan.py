@@ -216,7 +216,7 @@ class Evaluator:
             return
         if not os.path.isfile(classifier_path):
             self.reason = (
-                f"no classifier at {classifier_path!r} (python examples/train_digits_classifier.py "
+                f"no classifier at {classifier_path!r} (python -m examples.train_digits_classifier "
                 "--out runs/digits_classifier)"
             )
             return

@@ -11,9 +11,9 @@ over the output shows at a glance. Writes what ``examples/dcgan.py`` writes.
 
 Usage::
 
-    python examples/train_digits_classifier.py --out runs/digits_classifier  # once, for FID/IS
-    python examples/conditional_gan.py --out runs/conditional_gan     # offline digits
-    python examples/conditional_gan.py --out runs/conditional_gan --resume
+    python -m examples.train_digits_classifier --out runs/digits_classifier  # once, for FID/IS
+    python -m examples.conditional_gan --out runs/conditional_gan     # offline digits
+    python -m examples.conditional_gan --out runs/conditional_gan --resume
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-import _image_gan as program_lib
-import dcgan
+from examples import _image_gan as program_lib
+from examples import dcgan
 from jgan import data, models, presets, steps
 
 COLUMNS = 8

@@ -10,8 +10,8 @@ and needs nothing but numpy. Nothing is downloaded: fetch the file first, e.g.
 
 Usage::
 
-    python examples/convert_fid_inception.py pt_inception-2015-12-05-6726825d.pth
-    python examples/convert_fid_inception.py weights.pth --out ~/.cache/jgan/
+    python -m examples.convert_fid_inception pt_inception-2015-12-05-6726825d.pth
+    python -m examples.convert_fid_inception weights.pth --out ~/.cache/jgan/
 
 The default output is the input with the suffix ``.npz``; an ``--out`` that
 is a directory receives ``pt_inception-2015-12-05-6726825d.npz``, the name

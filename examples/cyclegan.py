@@ -35,9 +35,9 @@ G(F(b))``. Also written: ``metrics.jsonl`` (the step's losses, see
 
 Usage::
 
-    python examples/cyclegan.py --out runs/cyclegan              # digits <-> inverted digits, 32x32
-    python examples/cyclegan.py --out runs/cyclegan --resume     # after an interruption
-    python examples/cyclegan.py --out runs/horse2zebra --dataset cycle_gan/horse2zebra \\
+    python -m examples.cyclegan --out runs/cyclegan              # digits <-> inverted digits, 32x32
+    python -m examples.cyclegan --out runs/cyclegan --resume     # after an interruption
+    python -m examples.cyclegan --out runs/horse2zebra --dataset cycle_gan/horse2zebra \\
         --image-size 256 --features 64 --n-blocks 9 --d-features 64 --batch-size 1 --steps 266800
 
 (the last line is the paper's setting: 200 epochs of horse2zebra's 1,334
@@ -61,7 +61,7 @@ import numpy as np
 import optax
 from jax import lax
 
-import _image_gan as program_lib
+from examples import _image_gan as program_lib
 from jgan import cyclegan, data, models
 
 OFFLINE_DATASET = "digits_inverted"

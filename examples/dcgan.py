@@ -10,10 +10,10 @@ KID and IS with the domain classifier), ``summary.json`` and checkpoints.
 
 Usage::
 
-    python examples/train_digits_classifier.py --out runs/digits_classifier  # once, for FID/IS
-    python examples/dcgan.py --out runs/dcgan                  # offline digits, 32x32
-    python examples/dcgan.py --out runs/dcgan --resume         # after an interruption
-    python examples/dcgan.py --out runs/dcgan_mnist --dataset mnist --image-size 28
+    python -m examples.train_digits_classifier --out runs/digits_classifier  # once, for FID/IS
+    python -m examples.dcgan --out runs/dcgan                  # offline digits, 32x32
+    python -m examples.dcgan --out runs/dcgan --resume         # after an interruption
+    python -m examples.dcgan --out runs/dcgan_mnist --dataset mnist --image-size 28
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import _image_gan as program_lib
+from examples import _image_gan as program_lib
 from jgan import data, models, presets
 
 

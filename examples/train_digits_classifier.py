@@ -16,7 +16,7 @@ offline digits (``jgan.data.digits``, no network) and writes to ``--out``:
 
 Usage::
 
-    python examples/train_digits_classifier.py --out runs/digits_classifier
+    python -m examples.train_digits_classifier --out runs/digits_classifier
 
 It takes about a minute on two CPU cores. Training shifts every image by up to
 ``--max-shift`` pixels (edges filled with the background, -1) so the features

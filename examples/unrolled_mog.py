@@ -14,9 +14,9 @@ from the same seed on a 2-D mixture of Gaussians, then writes to ``--out``:
 
 Usage::
 
-    python examples/unrolled_mog.py                     # ring, K = 10 vs K = 0
-    python examples/unrolled_mog.py --dataset grid --unroll-steps 5 --out runs/grid
-    python examples/unrolled_mog.py --resume            # after an interruption
+    python -m examples.unrolled_mog                     # ring, K = 10 vs K = 0
+    python -m examples.unrolled_mog --dataset grid --unroll-steps 5 --out runs/grid
+    python -m examples.unrolled_mog --resume            # after an interruption
 
 The setting is Metz et al.'s appendix A: 8 modes on a ring of radius 2 with
 std 0.02; generator and discriminator MLPs with two hidden layers of 128 ReLU

@@ -10,9 +10,9 @@ log has the critic's Wasserstein estimate and the penalty.
 
 Usage::
 
-    python examples/train_digits_classifier.py --out runs/digits_classifier  # once, for FID/IS
-    python examples/wgan_gp.py --out runs/wgan_gp              # offline digits, 32x32
-    python examples/wgan_gp.py --out runs/wgan_gp --resume     # after an interruption
+    python -m examples.train_digits_classifier --out runs/digits_classifier  # once, for FID/IS
+    python -m examples.wgan_gp --out runs/wgan_gp              # offline digits, 32x32
+    python -m examples.wgan_gp --out runs/wgan_gp --resume     # after an interruption
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import _image_gan as program_lib
+from examples import _image_gan as program_lib
 from jgan import data, models, presets
 
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +10,8 @@ import pytest
 from flax import serialization
 from sklearn.datasets import load_digits
 
+from examples import train_digits_classifier
 from jgan import data, models
-
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import train_digits_classifier  # noqa: E402
 
 
 def test_digits_shapes_range_and_labels():

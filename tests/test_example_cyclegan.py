@@ -1,10 +1,7 @@
 """End-to-end tests of examples/cyclegan.py in a tiny configuration (16x16 digits, 4-wide networks)."""
 
-import importlib.util
 import json
-import pathlib
 import shutil
-import sys
 
 import chex
 import jax
@@ -13,23 +10,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from examples import cyclegan as cg
 from jgan import checkpoint
 from jgan import data
 from jgan import models
-
-_EXAMPLES = pathlib.Path(__file__).resolve().parents[1] / "examples"
-
-
-def _load_example():
-    sys.path.insert(0, str(_EXAMPLES))  # for `import _image_gan`
-    spec = importlib.util.spec_from_file_location("cyclegan_example", _EXAMPLES / "cyclegan.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here.
-    spec.loader.exec_module(module)
-    return module
-
-
-cg = _load_example()
 
 N = 2  # steps before the interruption; the straight run takes 2N
 SIZE = 16

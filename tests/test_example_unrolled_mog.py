@@ -1,12 +1,9 @@
 """End-to-end tests of examples/unrolled_mog.py in a tiny configuration."""
 
 import dataclasses
-import importlib.util
 import json
-import pathlib
 import re
 import shutil
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,22 +11,10 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from examples import unrolled_mog as um
 from jgan import checkpoint
 from jgan import data
 from jgan.metrics import mode_coverage
-
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "examples" / "unrolled_mog.py"
-
-
-def _load_example():
-    spec = importlib.util.spec_from_file_location("unrolled_mog", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up here.
-    spec.loader.exec_module(module)
-    return module
-
-
-um = _load_example()
 
 STEPS = 12
 TINY = [

@@ -7,16 +7,12 @@ exactly the parameters of an uninterrupted one.
 
 import json
 import os
-import sys
 
 import chex
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "examples"))
-import conditional_gan  # noqa: E402
-import dcgan  # noqa: E402
-import wgan_gp  # noqa: E402
+from examples import conditional_gan, dcgan, train_digits_classifier, wgan_gp
 
 TINY = ["--features", "8", "--batch-size", "16", "--log-every", "1", "--sample-every", "2",
         "--eval-every", "2", "--eval-samples", "64", "--checkpoint-every", "2", "--quiet"]  # fmt: skip
@@ -25,8 +21,6 @@ TINY = ["--features", "8", "--batch-size", "16", "--log-every", "1", "--sample-e
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     """A (barely trained) domain classifier, so the FID/IS path runs too."""
-    import train_digits_classifier
-
     out = tmp_path_factory.mktemp("classifier")
     train_digits_classifier.main(["--out", str(out), "--steps", "5", "--image-size", "32", "--quiet"])
     return str(out / "classifier.msgpack")

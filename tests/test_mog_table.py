@@ -2,19 +2,14 @@
 
 import dataclasses
 import json
-import pathlib
-import sys
 
 import jax
 import matplotlib.image
 import numpy as np
 import pytest
 
+from benchmarks import mog_table
 from jgan.metrics import mode_coverage
-
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(_ROOT / "benchmarks"))
-import mog_table  # noqa: E402
 
 um = mog_table.unrolled_mog
 TINY = dict(hidden=(8,), latent_dim=4, batch_size=16)
