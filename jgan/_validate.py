@@ -25,6 +25,7 @@ __all__ = [
     "check_callable",
     "concrete_float",
     "check_positive_scalar",
+    "check_finite_array",
 ]
 
 
@@ -125,3 +126,47 @@ def check_positive_scalar(value: Any, name: str) -> None:
     v = concrete_float(value)
     if v is not None and not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name} must be finite and > 0, got {v}.")
+
+
+def check_finite_array(value: Any, name: str, *, where: Any = None) -> None:
+    """Raises a ``ValueError`` naming ``name`` if a concrete array holds NaN or inf.
+
+    For the eager use of metrics: a NaN or inf input has no meaningful value
+    to report. A traced ``value`` (under ``jax.jit``, ``vmap``, ``grad``)
+    cannot be inspected, so the check passes silently and non-finite values
+    propagate into the result as the caller's function defines.
+
+    Args:
+      value: an array (jax, numpy or nested lists); integer and boolean
+        arrays are always finite.
+      name: the argument's name, for the message.
+      where: optional booleans broadcastable to ``value``; only the entries
+        where it is true are checked (e.g. the rows a mask keeps, whose
+        padding may hold anything).
+    """
+    if isinstance(value, jax.core.Tracer) or isinstance(where, jax.core.Tracer):
+        return
+    if isinstance(value, jax.Array):
+        if not jnp.issubdtype(value.dtype, jnp.inexact):
+            return
+        finite = jnp.isfinite(value)
+        if where is not None:
+            finite = finite | ~jnp.asarray(where, bool)
+        if bool(jnp.all(finite)):  # One reduction on the device; no copy unless it fails.
+            return
+    array = np.asarray(value)
+    if not np.issubdtype(array.dtype, np.inexact):
+        return
+    bad = ~np.isfinite(array)
+    if where is not None:
+        bad &= np.broadcast_to(np.asarray(where, bool), bad.shape)
+    count = int(np.count_nonzero(bad))
+    if count == 0:
+        return
+    nan = int(np.count_nonzero(bad & np.isnan(array)))
+    first = tuple(int(i) for i in np.argwhere(bad)[0])
+    raise ValueError(
+        f"{name} holds {count} non-finite value{'s' if count > 1 else ''} ({nan} NaN, "
+        f"{count - nan} inf; the first at index {first}): there is nothing meaningful to "
+        "measure. (Checked in eager calls only: under jax.jit non-finite values propagate.)"
+    )
