@@ -287,3 +287,125 @@ def test_kid_shape_errors_and_required_key():
         kid(np.zeros(5), np.zeros((5, 2)), subset_size=2, key=jax.random.key(0))
     with pytest.raises(TypeError):
         kid(np.zeros((5, 3)), np.zeros((5, 3)), subset_size=2)  # no default key
+
+
+# ------------------------------------------------- translation and bad values
+
+
+def _direct_mmd2(x, y, bandwidth):
+    """The unbiased Gaussian MMD² in float64 from differences ``a - b`` (no expansion).
+
+    On float32 inputs the differences are exact in float64, so this is the
+    exact value to about 1e-15 whatever the offset.
+    """
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    def k(a, b):
+        return np.exp(-np.sum((a[:, None] - b[None]) ** 2, axis=-1) / (2 * bandwidth**2))
+
+    n, m = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+            - 2 * k(x, y).mean())
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e6])
+def test_mmd2_float32_is_exact_at_any_shared_offset(offset):
+    # The reported case: d = 8, bandwidth 1, both samples shifted by 1e3 gave
+    # 0.00216 against an exact 0.00536 (a 60 % error) before centring.
+    rng = np.random.default_rng(11)
+    x = (rng.normal(size=(64, 8)) + offset).astype(np.float32)
+    y = (rng.normal(size=(48, 8)) * 1.3 + 0.5 + offset).astype(np.float32)
+    exact = _direct_mmd2(x, y, 1.0)
+    assert exact > 0.003  # a value the error could hide
+    # Stated tolerance: 1e-4 relative (measured: about 1e-6 at every offset).
+    np.testing.assert_allclose(mmd2(x, y, bandwidth=1.0), exact, rtol=1e-4)
+
+
+def test_mmd2_is_translation_invariant_float64(x64):
+    rng = np.random.default_rng(12)
+    x = rng.normal(size=(30, 5))
+    y = rng.normal(size=(25, 5)) + 0.3
+    base = mmd2(x, y, bandwidth=1.5)
+    for c in (1e3, -1e6, rng.normal(size=5) * 1e5):
+        np.testing.assert_allclose(mmd2(x + c, y + c, bandwidth=1.5), base, rtol=1e-8)
+
+
+def _exact_kid(x, y, *, gamma, coef0, degree=3):
+    """The unbiased polynomial MMD² in exact rational arithmetic (Fractions)."""
+    from fractions import Fraction
+
+    xs = [[Fraction(float(v)) for v in row] for row in x]
+    ys = [[Fraction(float(v)) for v in row] for row in y]
+    g, c = Fraction(gamma), Fraction(coef0)
+
+    def k(a, b):
+        return (g * sum(p * q for p, q in zip(a, b)) + c) ** degree
+
+    n, m = len(xs), len(ys)
+    sxx = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n) if i != j)
+    syy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j)
+    sxy = sum(k(a, b) for a in xs for b in ys)
+    return float(sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * sxy / (n * m))
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e3, 1e6])
+def test_kid_float32_matches_exact_arithmetic_at_any_offset(offset):
+    # One subset of all rows is a permutation of each set: the full MMD².
+    rng = np.random.default_rng(13)
+    x = (rng.normal(size=(14, 4)) + offset).astype(np.float32)
+    y = (rng.normal(size=(14, 4)) * 1.3 + 0.2 + offset).astype(np.float32)
+    exact = _exact_kid(x, y, gamma=0.25, coef0=1.0)
+    out = kid(x, y, subsets=1, subset_size=14, key=jax.random.key(0))
+    # Stated tolerance: 1e-4 relative (measured: 1e-5 at 0, 3e-7 at 1e3 and 1e6,
+    # where the direct sum of kernel matrices gave the wrong sign and NaN).
+    np.testing.assert_allclose(out.mean, exact, rtol=1e-4)
+    assert out.std == 0
+
+
+def test_kid_is_not_translation_invariant_so_it_is_not_centred(x64):
+    # The cubic kernel depends on the origin: a shared offset changes KID, and
+    # jgan reports the value for the data as given (torch-fidelity's).
+    rng = np.random.default_rng(14)
+    x = rng.normal(size=(10, 4))
+    y = rng.normal(size=(10, 4)) + 0.5
+    base = kid(x, y, subsets=1, subset_size=10, key=jax.random.key(0)).mean
+    shifted = kid(x + 10, y + 10, subsets=1, subset_size=10, key=jax.random.key(0)).mean
+    np.testing.assert_allclose(base, _exact_kid(x, y, gamma=0.25, coef0=1.0), rtol=1e-10)
+    np.testing.assert_allclose(shifted, _exact_kid(x + 10, y + 10, gamma=0.25, coef0=1.0), rtol=1e-10)
+    assert shifted > 100 * base
+
+
+def test_kid_overflow_is_an_error_not_a_number():
+    big = np.ones((4, 2), np.float32) * 1e12
+    with pytest.raises(OverflowError, match="overflowed float32"):
+        kid(big, np.zeros((4, 2), np.float32), subsets=2, subset_size=3, key=jax.random.key(0))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_inputs_raise_naming_the_argument(bad):
+    rng = np.random.default_rng(15)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    y = rng.normal(size=(5, 3)).astype(np.float32)
+    x_bad = x.copy()
+    x_bad[2, 1] = bad
+    y_bad = jnp.asarray(y).at[4, 0].set(bad)  # a jax array takes the device-side path
+    with pytest.raises(ValueError, match=r"^x holds 1 non-finite value .*index \(2, 1\)"):
+        mmd2(x_bad, y, bandwidth=1.0)
+    with pytest.raises(ValueError, match=r"^y holds 1 non-finite value .*index \(4, 0\)"):
+        mmd2(x, y_bad, bandwidth=1.0)
+    key = jax.random.key(0)
+    with pytest.raises(ValueError, match="^features1 holds"):
+        kid(x_bad, y, subsets=2, subset_size=4, key=key)
+    with pytest.raises(ValueError, match="^features2 holds"):
+        kid(x, y_bad, subsets=2, subset_size=4, key=key)
+
+
+def test_nonfinite_inputs_propagate_under_jit():
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(6, 3)).astype(np.float32)
+    y = rng.normal(size=(5, 3)).astype(np.float32)
+    x[0, 0] = np.nan
+    assert np.isnan(jax.jit(lambda a, b: mmd2(a, b, bandwidth=1.0))(x, y))
+    out = jax.jit(lambda a, b, k: kid(a, b, subsets=2, subset_size=4, key=k))(y, x, jax.random.key(0))
+    assert np.isnan(out.mean)
