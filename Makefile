@@ -1,29 +1,44 @@
 # Two commands do all set-up on a fresh machine with Python >= 3.11:
-#   make run    - the main job (examples/unrolled_mog.py on its defaults)
-#   make test   - the test suite (what .ci/run calls)
+#   make run    - the main job (examples/unrolled_mog.py on its defaults);
+#                 installs jgan[examples] only: no TensorFlow, no torch
+#   make test   - the test suite (what .ci/run calls); installs jgan[dev]
+# Each extra has its own stamp in the venv: `make run` then `make test` adds
+# the dev packages to the same .venv, and editing pyproject.toml reinstalls.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 OUT    ?= runs/unrolled_mog
+PIP    := $(BIN)/python -m pip install --quiet
 
-.PHONY: install run test bench clean
+.PHONY: install-examples install-dev run test bench clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(PIP) --upgrade pip
+
+$(VENV)/.installed-examples: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[examples]'
 	touch $@
 
-install: $(VENV)/.installed
+# dev includes examples, so its install stamps both.
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) -e '.[dev]'
+	touch $(VENV)/.installed-examples $@
 
-run: install
-	$(BIN)/python examples/unrolled_mog.py --out $(OUT)
+install-examples: $(VENV)/.installed-examples
 
-test: install
+install-dev: $(VENV)/.installed-dev
+
+run: install-examples
+	$(BIN)/python -m examples.unrolled_mog --out $(OUT)
+
+# pytest exits 5 when it collects no test; make fails on it like on any
+# non-zero code, so .ci/run fails too.
+test: install-dev
 	$(BIN)/python -m pytest tests
 
-bench: install
-	$(BIN)/python benchmarks/unroll_k.py
+bench: install-examples
+	$(BIN)/python -m benchmarks.unroll_k
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
