@@ -259,3 +259,25 @@ def test_bad_input_raises(samples, centers, kwargs, match):
 def test_std_is_required_keyword():
     with pytest.raises(TypeError):
         mode_coverage(np.zeros((4, 2)), CENTERS, STD)  # positional std
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_inputs_raise_naming_the_argument(bad):
+    centers = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    samples = np.array([[0.0, 0.0], [1.0, 1.0], [0.0, 0.01]], np.float32)
+    bad_samples = samples.copy()
+    bad_samples[1, 0] = bad
+    with pytest.raises(ValueError, match=r"^samples holds 1 non-finite value .*index \(1, 0\)"):
+        mode_coverage(bad_samples, centers, std=0.1)
+    bad_centers = jnp.asarray(centers).at[0, 1].set(bad)
+    with pytest.raises(ValueError, match=r"^centers holds 1 non-finite value .*index \(0, 1\)"):
+        mode_coverage(samples, bad_centers, std=0.1)
+
+
+def test_nonfinite_samples_under_jit_are_never_high_quality():
+    # Documented: under jit nothing is raised; a NaN sample counts nowhere.
+    centers = np.array([[0.0, 0.0], [1.0, 1.0]], np.float32)
+    samples = np.array([[0.0, 0.0], [np.nan, 1.0], [1.0, 1.01], [np.inf, 0.0]], np.float32)
+    out = jax.jit(lambda s, c: mode_coverage(s, c, std=0.1))(samples, centers)
+    assert int(out.modes) == 2 and float(out.high_quality) == 0.5
+    np.testing.assert_array_equal(out.counts, [1, 1])

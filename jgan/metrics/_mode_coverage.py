@@ -69,6 +69,12 @@ def mode_coverage(
     reduction by XLA). Works under ``jax.jit``; ``std`` and ``threshold`` may be
     traced (they are only range-checked when concrete).
 
+    NaN or inf in ``samples`` or ``centers`` is an error in eager calls (a
+    diverged generator's samples have no mode to be counted at). Under
+    ``jax.jit`` it cannot be checked and nothing is NaN: a non-finite sample
+    is never high quality, an infinite centre is never captured, and a NaN
+    centre leaves no sample high quality.
+
     Args:
       samples: generated samples, ``[n, d]``.
       centers: the mode centres of the target mixture, ``[M, d]``.
@@ -78,6 +84,11 @@ def mode_coverage(
     Returns:
       A ``ModeCoverage`` with ``modes`` (int32), ``high_quality`` and
       ``reverse_kl`` (floats) and ``counts`` (int32 ``[M]``).
+
+    Raises:
+      ValueError: on shapes other than ``[n, d]`` / ``[M, d]``, empty inputs,
+        a concrete ``std`` or ``threshold`` that is not finite and positive,
+        or (eager calls) NaN or inf in ``samples`` or ``centers``.
 
     References:
       Srivastava et al., "VEEGAN: Reducing Mode Collapse in GANs using
@@ -102,6 +113,8 @@ def mode_coverage(
             "samples and centers must have the same dimension d, got "
             f"samples {samples.shape} and centers {centers.shape}."
         )
+    _validate.check_finite_array(samples, "samples")
+    _validate.check_finite_array(centers, "centers")
     _validate.check_positive_scalar(std, "std")
     _validate.check_positive_scalar(threshold, "threshold")
 
