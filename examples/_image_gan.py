@@ -1,35 +1,32 @@
-"""The training program shared by the image-GAN examples.
+"""The image-GAN examples' shared parts, on the harness (``examples/_harness.py``).
 
-``examples/dcgan.py``, ``wgan_gp.py``, ``conditional_gan.py`` and
-``cyclegan.py`` each describe their networks and train step as a
-``Program``; ``run`` does the rest the same way for all of them:
+``examples.dcgan``, ``wgan_gp``, ``conditional_gan`` and ``cyclegan`` each
+describe their networks and train step as a :class:`Program`; :func:`run`
+does the rest the same way for all of them, with the harness's flags,
+resume policy, interrupts and metrics log:
 
-- command-line overrides of the example's config dataclass (``--steps 200``,
-  ``--dataset mnist``...), validated before anything is trained;
 - the input pipeline (``jgan.data.image_dataset``; ``digits`` is offline),
   resumed at the exact batch after a restart;
-- a jitted train step with a tqdm progress bar and non-finite detection;
-- a samples grid PNG every ``sample_every`` steps (``samples/step_XXXXXX.png``
-  and ``samples.png``, the latest);
-- a metrics log, ``metrics.jsonl`` (one JSON object per logged step;
-  TensorBoard event files too with ``--tensorboard`` when ``tensorboard`` or
-  ``tensorflow`` is installed);
-- FID, KID and Inception Score computed with the domain classifier
-  (``examples/train_digits_classifier.py``) every ``eval_every`` steps;
-- orbax checkpoints every ``checkpoint_every`` steps (the last
-  ``keep_checkpoints`` kept); ``--resume`` continues from the latest one and
-  gives the parameters an uninterrupted run would have.
+- a jitted train step (``jgan.loop.run_steps``, which stops at a non-finite
+  update) with a tqdm progress bar;
+- a samples grid PNG every ``sample_every`` steps and at the last
+  (``samples/step_XXXXXX.png`` and ``samples.png``, the latest), drawn with
+  the EMA weights when the state keeps them;
+- ``metrics.jsonl`` (TensorBoard event files too with ``--tensorboard``
+  when ``tensorboard`` or ``tensorflow`` is installed);
+- FID, KID and Inception Score in the domain classifier's feature space
+  (``python -m examples.train_digits_classifier``) every ``eval_every``
+  steps and at the last;
+- orbax checkpoints every ``checkpoint_every`` steps and at the last (the
+  last ``keep_checkpoints`` kept), and ``summary.json`` at the end.
 
 Only jgan's public API is used here.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple
@@ -37,27 +34,31 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
-from jgan import checkpoint, data, metrics, models
+from examples import _harness as harness
+from jgan import data, loop, metrics, models
 from jgan import steps as jgan_steps
 
 DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier", "classifier.msgpack")
+# What the KID number is: not comparable with the KID of Inception features
+# that papers quote (often ×10³), since the feature space sets its scale.
+KID_UNITS = "MMD² of the cubic kernel (a·b/d + 1)³ on the domain classifier's features, unscaled"
 # Settings a resumed run may change: how long it runs and what it logs. Every
 # other one (the model, the optimiser, the data) must match the checkpoint's.
-RESUMABLE_CHANGES = frozenset(
+RESUMABLE = frozenset(
     {"steps", "log_every", "sample_every", "eval_every", "eval_samples", "checkpoint_every", "keep_checkpoints",
      "classifier", "tensorboard"}
 )  # fmt: skip
 
 
 class Program(NamedTuple):
-    """What an example contributes to ``run``.
+    """What an example contributes to :func:`run`.
 
     Attributes:
       init: ``key -> state``, the initial training state (a pytree with an
         integer ``step`` field).
-      train_step: ``(state, batch) -> (state, metrics)``, pure (``run`` jits it).
+      train_step: ``(state, batch) -> (state, metrics)``, pure, with a scalar
+        ``metrics["nonfinite"]`` (``run`` jits it inside ``jgan.loop.run_steps``).
       batches: ``start_step -> iterator of batches``; the iterator yields the
         batch of step ``start_step`` first, so a resumed run sees the same data.
       sample_grid: ``state -> images [n, h, w, c]`` in ``[-1, 1]`` and the
@@ -77,7 +78,26 @@ class Program(NamedTuple):
 
 @dataclasses.dataclass
 class RunConfig:
-    """The settings every image example shares (each example extends it)."""
+    """The settings every image example shares (each example extends it).
+
+    Attributes:
+      dataset: the training images: digits (offline), mnist, fashion_mnist,
+        cifar10 (tfds downloads them on first use).
+      image_size: the images' side in pixels.
+      steps: generator updates.
+      batch_size: real images per step.
+      seed: seeds initialisation, data order and the sample grid's latents.
+      log_every: log the step's metrics every this many steps (the first and
+        the last step are always logged).
+      sample_every: write the samples grid every this many steps (and at the last).
+      eval_every: FID/KID/IS every this many steps (and at the last).
+      eval_samples: generated images per evaluation.
+      checkpoint_every: save a checkpoint every this many steps (and at the last).
+      keep_checkpoints: how many of the newest checkpoints to keep.
+      classifier: the domain classifier for FID/KID/IS (python -m
+        examples.train_digits_classifier writes it); none there: no evaluation.
+      tensorboard: also write TensorBoard event files.
+    """
 
     dataset: str = "digits"
     image_size: int = 32
@@ -100,41 +120,38 @@ class RunConfig:
         for name in ("steps", "batch_size", "log_every", "sample_every", "eval_every", "checkpoint_every", "keep_checkpoints"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}.")
+                raise ValueError(f"--{name.replace('_', '-')} must be an int >= 1, got {value!r}.")
         if self.eval_samples < 2:
-            raise ValueError(f"eval_samples must be >= 2 (a covariance needs two samples), got {self.eval_samples}.")
+            raise ValueError(f"--eval-samples must be >= 2 (a covariance needs two samples), got {self.eval_samples}.")
+
+    def resume_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share with its checkpoint."""
+        return harness.settings_of(self, RESUMABLE)
 
 
-def parse_config(config_type: type, argv: Sequence[str] | None, description: str) -> tuple[Any, argparse.Namespace]:
-    """Builds ``config_type`` from its defaults and ``--field value`` overrides.
+@dataclasses.dataclass
+class GANConfig(RunConfig):
+    """The settings of the examples built with ``jgan.steps.make_gan``.
 
-    Every dataclass field becomes a flag (``batch_size`` -> ``--batch-size``);
-    booleans are ``--flag`` / ``--no-flag``. ``--out`` and ``--resume`` are
-    added for the program itself.
-
-    Returns:
-      ``(config, args)``; ``config.validate()`` has passed.
+    Attributes:
+      latent_dim: the dimension of the generator's Gaussian latent.
+      features: the networks' first width (the DCGAN paper's is 64, 128 at
+        64x64; 16 trains in minutes on a CPU).
+      learning_rate: Adam's learning rate (both networks).
+      ema_decay: keep an exponential moving average of the generator's weights
+        with this decay, and draw the grids and the evaluated samples from it
+        (none: the raw weights).
     """
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    defaults = config_type()
-    for field in dataclasses.fields(config_type):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        if isinstance(default, bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        else:
-            kind = type(default) if default is not None else str
-            parser.add_argument(flag, type=kind, default=default)
-    parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-    config = config_type(**{field.name: getattr(args, field.name) for field in dataclasses.fields(config_type)})
-    try:
-        config.validate()
-    except ValueError as error:
-        parser.error(str(error))
-    return config, args
+
+    latent_dim: int = 100
+    features: int = 16
+    learning_rate: float = 2e-4
+    ema_decay: float | None = None
+
+    def validate(self) -> None:
+        super().validate()
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1) or none, got {self.ema_decay!r}.")
 
 
 def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -155,55 +172,12 @@ def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
 
 
 def save_grid(path: str, images: np.ndarray, columns: int) -> None:
-    """Writes ``image_grid(images, columns)`` as a PNG, scaled up for viewing."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Writes ``image_grid(images, columns)`` as a PNG (atomically), scaled up for viewing."""
+    plt = harness.pyplot()
     grid = image_grid(images, columns)
     scale = max(1, 256 // grid.shape[0])
     grid = np.kron(grid, np.ones((scale, scale, 1), np.float32))
-    temporary = path + ".tmp.png"
-    plt.imsave(temporary, grid)
-    os.replace(temporary, path)
-
-
-class MetricsLog:
-    """Appends one JSON object per line to ``metrics.jsonl`` (and TensorBoard if asked)."""
-
-    def __init__(self, workdir: str, *, tensorboard: bool, resume_step: int):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.path):  # Drop lines a resumed run will log again.
-            with open(self.path) as file:
-                kept = [line for line in file if line.strip() and json.loads(line)["step"] <= resume_step]
-            with open(self.path, "w") as file:
-                file.writelines(kept)
-        self.writer = None
-        if tensorboard:
-            try:
-                from flax.metrics import tensorboard as flax_tensorboard
-
-                self.writer = flax_tensorboard.SummaryWriter(os.path.join(workdir, "tensorboard"))
-            except ImportError:
-                print("note: --tensorboard needs tensorflow or tensorboard installed; logging to metrics.jsonl only")
-
-    def write(self, step: int, values: dict[str, Any]) -> None:
-        record = {"step": step, **{k: _to_json(v) for k, v in values.items()}}
-        with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
-        if self.writer is not None:
-            for name, value in record.items():
-                if name != "step" and isinstance(value, (int, float)):
-                    self.writer.scalar(name, value, step)
-            self.writer.flush()
-
-
-def _to_json(value: Any) -> Any:
-    if isinstance(value, (list, tuple)):
-        return [_to_json(v) for v in value]
-    array = np.asarray(value)
-    return array.item() if array.ndim == 0 else array.tolist()
+    harness.atomic_write(path, lambda temporary: plt.imsave(temporary, grid))
 
 
 class Evaluator:
@@ -216,8 +190,8 @@ class Evaluator:
             return
         if not os.path.isfile(classifier_path):
             self.reason = (
-                f"no classifier at {classifier_path!r} (python -m examples.train_digits_classifier "
-                "--out runs/digits_classifier)"
+                f"no classifier at {classifier_path!r} (python -m examples.train_digits_classifier"
+                " --out runs/digits_classifier)"
             )
             return
         module, params, config = models.load_classifier(classifier_path)
@@ -244,8 +218,15 @@ class Evaluator:
         }
 
 
-def _latest_step(directory: str) -> int | None:
-    return checkpoint.latest_step(directory) if os.path.isdir(directory) else None
+def scores_line(record: dict[str, Any]) -> str:
+    """FID, KID (its units stated) and IS of a record, for the terminal."""
+    return (
+        f"FID {record['fid']:.2f}, KID {record['kid']:.4g} ({KID_UNITS}), IS {record['inception_score']:.2f}"
+    )
+
+
+def _multiples(every: int, last: int) -> set[int]:
+    return set(range(every, last + 1, every)) | {last}
 
 
 def run(
@@ -256,105 +237,122 @@ def run(
     name: str,
     resume: bool = False,
     show_progress: bool = True,
+    stop: harness.StopRequest | None = None,
 ) -> dict[str, Any]:
-    """Trains ``program`` for ``config.steps`` steps in ``workdir``; returns the summary.
+    """Trains ``program`` for ``config.steps`` steps in ``workdir``; returns the summary and the state.
+
+    Args:
+      program: the example's networks, step, data and samplers.
+      config: its settings.
+      workdir: the output directory (the harness's resume policy applies).
+      name: the example's name, recorded in (and checked against) its checkpoints.
+      resume: continue from the latest checkpoint in ``workdir``.
+      show_progress: show a progress bar and a note when nothing is evaluated.
+      stop: the interrupt request to honour (``None``: none).
 
     Raises:
-      ValueError: ``workdir`` holds checkpoints but ``resume`` is false, or
-        its checkpoints belong to a different model or example.
-      jgan.steps.NonFiniteError: a loss or gradient became non-finite.
+      harness.UsageError: ``workdir`` holds a run but ``resume`` is false, or
+        its checkpoints belong to another model, example or settings.
+      harness.Interrupted: a signal stopped training (a checkpoint is saved).
+      jgan.steps.NonFiniteError: a loss, gradient or the state became non-finite.
     """
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    ckpt_dir = os.path.join(workdir, "checkpoints")
-    metadata = {"example": name, "config": dataclasses.asdict(config)}
-    state = program.init(jax.random.key(config.seed))
-    start = 0
-    latest = _latest_step(ckpt_dir)
-    if latest is not None and not resume:
-        raise ValueError(f"{ckpt_dir} already has checkpoints (step {latest}); pass --resume or use another --out.")
-    if resume and latest is not None:
-        state, saved = checkpoint.restore(ckpt_dir, state)
-        if saved.get("example") != name:
-            raise ValueError(f"{ckpt_dir} holds a {saved.get('example')!r} checkpoint, not {name!r}.")
-        changed = sorted(
-            key for key, value in metadata["config"].items()
-            if key not in RESUMABLE_CHANGES and saved["config"].get(key) != value
-        )  # fmt: skip
-        if changed:
-            before = ", ".join(f"{key}={saved['config'].get(key)!r}" for key in changed)
-            raise ValueError(f"{ckpt_dir} was trained with other settings ({before}); resume with the same ones.")
-        start = int(state.step)
-    log = MetricsLog(workdir, tensorboard=config.tensorboard, resume_step=start)
+    workdir = harness.prepare_run_dir(workdir, resume=resume)
+    checkpoints = harness.Checkpoints(
+        os.path.join(workdir, "checkpoints"), program=name, settings=config.resume_settings(),
+        max_to_keep=config.keep_checkpoints,
+    )  # fmt: skip
+    state, start = checkpoints.restore_or_init(program.init(jax.random.key(config.seed)), resume=resume)
+    if start > config.steps:
+        raise harness.UsageError(f"The checkpoint in {workdir} is at step {start}, past --steps {config.steps}.")
+    log = harness.MetricsLog(
+        os.path.join(workdir, "metrics.jsonl"), resume_step=start,
+        tensorboard=os.path.join(workdir, "tensorboard") if config.tensorboard else None,
+    )  # fmt: skip
     reference = program.reference_images
     evaluator = Evaluator(config.classifier, reference, None if reference is None else reference.shape[1:])
     if not evaluator.available and show_progress:
         print(f"note: no FID/IS during training: {evaluator.reason}")
+    evaluates = evaluator.available and program.generate is not None
+    eval_steps = _multiples(config.eval_every, config.steps) if evaluates else set()
+    sample_steps = _multiples(config.sample_every, config.steps)
 
-    train_step = jax.jit(program.train_step, donate_argnums=0)
+    @jax.jit
+    def one_step(state, batch):
+        return loop.run_steps(program.train_step, state, batch, 1, on_nonfinite="stop", start=state.step)
+
     batches = program.batches(start)
+    train_seconds = 0.0
+
+    def advance(state, step, n):
+        nonlocal train_seconds
+        assert n == 1
+        tic = time.perf_counter()
+        state, step_metrics, info = one_step(state, jax.tree.map(lambda x: np.asarray(x)[None], next(batches)))
+        loop.check_run(info)
+        train_seconds += time.perf_counter() - tic
+        return state, step_metrics
+
     eval_key = jax.random.fold_in(jax.random.key(config.seed), 1_000_003)
-    summary: dict[str, Any] = {"example": name, "resumed_from": start}
-    tic = time.perf_counter()
-    bar = tqdm(total=config.steps, initial=start, disable=not show_progress, desc=name, dynamic_ncols=True)
+
+    def on_event(state, step):
+        record = {}
+        if step in eval_steps:
+            images = program.generate(state, jax.random.fold_in(eval_key, step), config.eval_samples)
+            record.update(evaluator(images, jax.random.fold_in(eval_key, step + 2**30)))
+        if step in sample_steps:
+            images, columns = program.sample_grid(state)
+            save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), np.asarray(images), columns)
+            save_grid(os.path.join(workdir, "samples.png"), np.asarray(images), columns)
+        return record
+
+    bar = harness.progress_bar(config.steps, start, name, show_progress)
     try:
-        for step in range(start + 1, config.steps + 1):
-            state, step_metrics = train_step(state, next(batches))
-            bar.update(1)
-            last = step == config.steps
-            evaluate = evaluator.available and program.generate is not None and (step % config.eval_every == 0 or last)
-            if step % config.log_every == 0 or evaluate or last:
-                values = jax.device_get(step_metrics)
-                jgan_steps.check_finite(values, step=step)
-                record = dict(values)
-                if evaluate:
-                    images = program.generate(state, jax.random.fold_in(eval_key, step), config.eval_samples)
-                    record.update(evaluator(images, jax.random.fold_in(eval_key, step + 2**30)))
-                log.write(step, record)
-                bar.set_postfix({k: f"{float(v):.3f}" for k, v in record.items() if k in ("d_loss", "g_loss", "fid")})
-                summary["final_metrics"] = {k: _to_json(v) for k, v in record.items()}
-            if step % config.sample_every == 0 or last:
-                images, columns = program.sample_grid(state)
-                path = os.path.join(workdir, "samples", f"step_{step:06d}.png")
-                save_grid(path, np.asarray(images), columns)
-                save_grid(os.path.join(workdir, "samples.png"), np.asarray(images), columns)
-            if step % config.checkpoint_every == 0 or last:
-                checkpoint.save(ckpt_dir, state, metadata=metadata, max_to_keep=config.keep_checkpoints)
+        state = harness.train(
+            state, start=start, steps=config.steps, advance=advance, log=log, log_every=config.log_every,
+            stop=stop or harness.StopRequest(), checkpoints=checkpoints,
+            checkpoint_steps=_multiples(config.checkpoint_every, config.steps), events=eval_steps | sample_steps,
+            on_event=on_event, bar=bar, shown=("d_loss", "g_loss", "fid"),
+        )  # fmt: skip
     finally:
         bar.close()
-    summary["train_seconds"] = time.perf_counter() - tic
-    summary["steps"] = config.steps
-    summary["config"] = dataclasses.asdict(config)
-    summary["classifier"] = config.classifier if evaluator.available else None
-    with open(os.path.join(workdir, "summary.json"), "w") as file:
-        json.dump(summary, file, indent=2)
+    records = log.records()
+    final = {k: v for k, v in records[-1].items() if k != "step"} if records else {}
+    summary = {
+        "example": name,
+        "resumed_from": start,
+        "final_metrics": final,
+        "train_seconds": train_seconds,
+        "steps": config.steps,
+        "config": dataclasses.asdict(config),
+        "classifier": config.classifier if evaluator.available else None,
+        "units": {"kid": KID_UNITS} if evaluates else {},
+    }
+    harness.write_json(os.path.join(workdir, "summary.json"), summary)
+    if "fid" in final:
+        print(f"{name}, step {config.steps}: {scores_line(final)}")
     return {"state": state, **summary}
 
 
-def main(config_type: type, build: Callable[[Any], Program], *, name: str, doc: str,
-         argv: Sequence[str] | None) -> dict[str, Any]:
-    """An example's command line: parses ``argv`` into ``config_type``, builds the program and runs it.
+def main(config_type: type, build: Callable[[Any], Program], *, name: str, doc: str, argv: Sequence[str] | None) -> dict[str, Any]:
+    """An example's command line: flags -> config -> ``build(config)`` -> :func:`run`, under the harness's guard.
 
     Args:
       config_type: the example's config dataclass (its fields become flags).
-      build: ``config -> Program``.
-      name: the example's name, recorded in (and checked against) its checkpoints.
-      doc: the example's docstring; its first line describes the command.
+      build: ``config -> Program``; a ``ValueError`` it raises is a usage error.
+      name: the example's name (``python -m examples.<name>``), recorded in
+        and checked against its checkpoints.
+      doc: the example's docstring; its first paragraph heads ``--help``.
       argv: the arguments (``None``: ``sys.argv[1:]``).
     """
-    config, args = parse_config(config_type, argv, doc.split("\n")[0])
-    return run(build(config), config, args.out, name=name, resume=args.resume, show_progress=not args.quiet)
 
+    def program(config, args, stop):
+        try:
+            built = build(config)
+        except ValueError as error:
+            raise harness.UsageError(str(error)) from None
+        return run(built, config, args.out, name=name, resume=args.resume, show_progress=not args.quiet, stop=stop)
 
-def main_guard(fn: Callable[[], Any]) -> None:
-    """Runs ``fn`` and turns the errors a user can fix into a message and exit code 1."""
-    try:
-        fn()
-    except jgan_steps.NonFiniteError as error:
-        print(f"error: training diverged: {error}", file=sys.stderr)
-        sys.exit(1)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(1)
+    return harness.main(config_type, program, argv=argv, doc=doc, prog=f"python -m examples.{name}")
 
 
 def stack_batches(iterator: Iterator[Any], k: int) -> Iterator[Any]:
@@ -371,57 +369,57 @@ def skip(iterator: Iterator[Any], n: int) -> Iterator[Any]:
     return iterator
 
 
-def eval_key(seed: int) -> jax.Array:
+def grid_key(seed: int) -> jax.Array:
     """The fixed key of an example's sample grid."""
     return jax.random.fold_in(jax.random.key(seed), 7)
 
 
 def fixed_latents(seed: int, n: int, latent_dim: int) -> jax.Array:
     """The latents of the sample grid, the same at every step and after a resume."""
-    return jax.random.normal(eval_key(seed), (n, latent_dim))
+    return jax.random.normal(grid_key(seed), (n, latent_dim))
 
+
+def reference_images(config: RunConfig) -> np.ndarray | None:
+    """The real images FID/KID compare with: the offline digits' training split, else none."""
+    return data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
 
 
 def unconditional_program(
-    config: RunConfig,
+    config: GANConfig,
     *,
     generator: Any,
     discriminator: Any,
-    latent_dim: int,
     d_stateful: bool,
     gan_kwargs: dict[str, Any],
 ) -> Program:
     """The ``Program`` of an unconditional image GAN with a flax DCGAN-style generator.
 
     Args:
-      config: the run's settings (dataset, image size, batch size, seed).
+      config: the run's settings (dataset, image size, batch size, seed,
+        latent dimension, EMA).
       generator: a flax module ``z -> images`` with BatchNorm (stateful).
       discriminator: a flax module ``images -> logits``.
-      latent_dim: z's dimension.
       d_stateful: whether the discriminator has BatchNorm statistics.
       gan_kwargs: ``make_gan``'s hyper-parameters (optimizers, loss,
         ``d_steps``, regularisers), e.g. ``jgan.presets.dcgan().gan_kwargs()``.
     """
     spec = data.image_dataset_spec(config.dataset, image_size=config.image_size)
     if "x" not in spec.keys:
-        raise ValueError(f"{config.dataset!r} is an unpaired two-domain dataset; use examples/cyclegan.py.")
-    g_eval = models.make_apply(generator, stateful=True, train=False)
+        raise ValueError(f"{config.dataset!r} is an unpaired two-domain dataset; use python -m examples.cyclegan.")
     d_steps = gan_kwargs.get("d_steps", 1)
     gan = jgan_steps.make_gan(
         generator=models.make_apply(generator, stateful=True),
         discriminator=models.make_apply(discriminator, stateful=d_stateful),
-        prior=latent_dim, g_stateful=True, d_stateful=d_stateful, sample_generator=g_eval,
-        batches="sliced" if d_steps > 1 else "shared", **gan_kwargs,
+        prior=config.latent_dim, g_stateful=True, d_stateful=d_stateful,
+        sample_generator=models.make_apply(generator, stateful=True, train=False),
+        batches="sliced" if d_steps > 1 else "shared", ema_decay=config.ema_decay, **gan_kwargs,
     )  # fmt: skip
 
     def init(key):
-        g_key, d_key, run_key = jax.random.split(key, 3)
-        g_params, g_state = models.init_model(generator, g_key, jnp.zeros((1, latent_dim)))
-        d_params, d_state = models.init_model(discriminator, d_key, jnp.zeros((1, *spec.image_shape)))
-        return gan.init(run_key, g_params, d_params, g_model_state=g_state,
-                        d_model_state=d_state if d_stateful else None)  # fmt: skip
-
-    train_step = gan.step
+        return harness.init_gan(
+            gan, key, generator, discriminator, (jnp.zeros((1, config.latent_dim)),),
+            (jnp.zeros((1, *spec.image_shape)),), g_stateful=True, d_stateful=d_stateful,
+        )  # fmt: skip
 
     def batches(start):
         stream = data.image_dataset(
@@ -430,18 +428,13 @@ def unconditional_program(
         images = skip((batch["x"] for batch in stream), start * d_steps)
         return stack_batches(images, d_steps) if d_steps > 1 else images
 
-    sample = jax.jit(gan.sample, static_argnums=2)
-
-    def generate(state, key, n):
-        return sample(state, key, n)
-
-    reference = data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
+    sample = jax.jit(gan.sample, static_argnums=2)  # The EMA weights when kept; BatchNorm in inference mode.
     return Program(
         init=init,
-        train_step=train_step,
+        train_step=gan.step,
         batches=batches,
         # The grid's latents are the same at every step and after a resume.
-        sample_grid=lambda state: (sample(state, eval_key(config.seed), 64), 8),
-        generate=generate,
-        reference_images=reference,
+        sample_grid=lambda state: (sample(state, grid_key(config.seed), 64), 8),
+        generate=sample,
+        reference_images=reference_images(config),
     )

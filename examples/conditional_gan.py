@@ -7,7 +7,7 @@ Koyama's projection discriminator (``jgan.models.ProjectionDiscriminator``:
 ``{"x": images, "label": labels}`` and gives each generated sample the label
 of a real one, so both networks see the labels. The samples grid has one
 row per class (the same latents in every column), so the label's control
-over the output shows at a glance. Writes what ``examples/dcgan.py`` writes.
+over the output shows at a glance. Writes what ``examples.dcgan`` writes.
 
 Usage::
 
@@ -19,13 +19,13 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 
+from examples import _harness as harness
 from examples import _image_gan as program_lib
 from examples import dcgan
 from jgan import data, models, presets, steps
@@ -54,15 +54,15 @@ def build(config: Config) -> program_lib.Program:
         generator=models.make_apply(generator, stateful=True),
         discriminator=models.make_apply(discriminator, stateful=True),
         prior=config.latent_dim, g_stateful=True, d_stateful=True, sample_generator=g_eval,
-        **presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
+        ema_decay=config.ema_decay, **presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
     )  # fmt: skip
 
     def init(key):
-        g_key, d_key, run_key = jax.random.split(key, 3)
         label = jnp.zeros((1,), jnp.int32)
-        g_params, g_state = models.init_model(generator, g_key, jnp.zeros((1, config.latent_dim)), label)
-        d_params, d_state = models.init_model(discriminator, d_key, jnp.zeros((1, *spec.image_shape)), label)
-        return gan.init(run_key, g_params, d_params, g_model_state=g_state, d_model_state=d_state)
+        return harness.init_gan(
+            gan, key, generator, discriminator, (jnp.zeros((1, config.latent_dim)), label),
+            (jnp.zeros((1, *spec.image_shape)), label), g_stateful=True, d_stateful=True,
+        )  # fmt: skip
 
     def batches(start):
         stream = data.image_dataset(
@@ -75,8 +75,8 @@ def build(config: Config) -> program_lib.Program:
     grid_latents = jnp.tile(program_lib.fixed_latents(config.seed, COLUMNS, config.latent_dim), (classes, 1))
 
     @jax.jit
-    def sample(state, z, labels):
-        return g_eval(state.g_params, state.g_model_state, z, labels)[0]
+    def sample(state, z, labels):  # The EMA weights when kept; BatchNorm in inference mode.
+        return g_eval(harness.generator_params(state), state.g_model_state, z, labels)[0]
 
     sample_labelled = jax.jit(gan.sample, static_argnums=2)
 
@@ -84,14 +84,13 @@ def build(config: Config) -> program_lib.Program:
         z_key, y_key = jax.random.split(key)
         return sample_labelled(state, z_key, n, labels=jax.random.randint(y_key, (n,), 0, classes))
 
-    reference = data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
     return program_lib.Program(
         init=init,
         train_step=gan.step,
         batches=batches,
         sample_grid=lambda state: (sample(state, grid_latents, grid_labels), COLUMNS),
         generate=generate,
-        reference_images=reference,
+        reference_images=program_lib.reference_images(config),
     )
 
 
@@ -100,4 +99,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    program_lib.main_guard(lambda: main(sys.argv[1:]))
+    main()

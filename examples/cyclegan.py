@@ -51,7 +51,6 @@ References:
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -61,6 +60,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from examples import _harness as harness
 from examples import _image_gan as program_lib
 from jgan import cyclegan, data, models
 
@@ -82,6 +82,26 @@ class Config(program_lib.RunConfig):
     The network widths are CPU-sized; the paper's are ``features=64``,
     ``d_features=64``, ``n_blocks=9`` (6 below 256x256) at ``image_size=256``
     and ``batch_size=1``.
+
+    Attributes:
+      dataset: digits_inverted (offline) or a tfds cycle_gan/<config> set.
+      features: G and F's first width.
+      n_blocks: residual blocks of G and F.
+      d_features: D_A and D_B's first width.
+      d_layers: PatchGAN's stride-2 layers (3: 70x70 patches); needs
+        image_size >= 3 * 2**d_layers.
+      cycle_weight: the cycle-consistency weight λ.
+      identity_weight: the identity loss's weight (the paper uses 0.5 λ = 5
+        for photo <-> painting).
+      adversarial_weight: the adversarial losses' weight (2: the paper's
+        LSGAN scale, see jgan.cyclegan).
+      pool_size: the image history buffer of each discriminator (0: none).
+      learning_rate: Adam's learning rate (all four networks).
+      beta1: Adam's β1.
+      linear_decay: keep the learning rate constant for the first half of the
+        steps, then decay it linearly to 0.
+      random_jitter: cycle_gan sets only: resize to 286/256 of the size,
+        random crop and flip.
     """
 
     dataset: str = OFFLINE_DATASET
@@ -90,18 +110,18 @@ class Config(program_lib.RunConfig):
     log_every: int = 25
     sample_every: int = 100
     checkpoint_every: int = 200
-    features: int = 16  # G and F's first width
-    n_blocks: int = 3  # residual blocks of G and F
-    d_features: int = 16  # D_A and D_B's first width
-    d_layers: int = 3  # PatchGAN's stride-2 layers (3: 70x70 patches); needs image_size >= 3 * 2**d_layers
-    cycle_weight: float = 10.0  # λ
-    identity_weight: float = 0.0  # the paper uses 0.5 λ = 5 for photo <-> painting
-    adversarial_weight: float = 2.0  # the paper's LSGAN scale (see jgan.cyclegan)
-    pool_size: int = 50  # the image history buffer of each discriminator
+    features: int = 16
+    n_blocks: int = 3
+    d_features: int = 16
+    d_layers: int = 3
+    cycle_weight: float = 10.0
+    identity_weight: float = 0.0
+    adversarial_weight: float = 2.0
+    pool_size: int = 50
     learning_rate: float = 2e-4
     beta1: float = 0.5
-    linear_decay: bool = True  # constant for the first half of the steps, then linearly to 0
-    random_jitter: bool = True  # cycle_gan sets only: resize to 286/256 of the size, random crop and flip
+    linear_decay: bool = True
+    random_jitter: bool = True
 
     def validate(self) -> None:
         """Raises ``ValueError`` for settings that cannot work."""
@@ -131,6 +151,13 @@ class Config(program_lib.RunConfig):
             raise ValueError(
                 f"learning_rate must be > 0 and beta1 in [0, 1), got {self.learning_rate} and {self.beta1}."
             )
+
+    def resume_settings(self) -> dict[str, Any]:
+        """The settings a resumed run must share with its checkpoint (``steps`` too if the learning rate decays over them)."""
+        settings = super().resume_settings()
+        if self.linear_decay:
+            settings["steps"] = self.steps
+        return settings
 
 
 def learning_rate_schedule(config: Config) -> optax.Schedule:
@@ -191,9 +218,9 @@ def with_translation_error(train_step, generator, *, a: np.ndarray, b: np.ndarra
 
     ``translation_error_ab`` = mean |G(a) − invert(a)| and ``translation_error_ba``
     = mean |F(b) − invert(b)| over the held-out ``a`` and ``b``, with the
-    parameters after the step. A ``lax.cond`` computes them only on steps
-    that are multiples of ``every`` or equal to ``last`` (the steps ``run``
-    logs); other steps report 0.
+    parameters after the step. A ``lax.cond`` computes them only on the
+    steps the harness logs (the first, multiples of ``every`` and ``last``);
+    other steps report 0.
     """
 
     def errors(state):
@@ -203,7 +230,7 @@ def with_translation_error(train_step, generator, *, a: np.ndarray, b: np.ndarra
 
     def step(state, batch):
         state, metrics = train_step(state, batch)
-        logged = (state.step % every == 0) | (state.step == last)
+        logged = harness.is_logged(state.step, every, last)
         zero = jnp.zeros((), jnp.float32)
         error_ab, error_ba = lax.cond(logged, errors, lambda _: (zero, zero), state)
         return state, {**metrics, "translation_error_ab": error_ab, "translation_error_ba": error_ba}
@@ -271,4 +298,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    program_lib.main_guard(lambda: main(sys.argv[1:]))
+    main()

@@ -7,6 +7,8 @@ output, N(0, 0.02) weights) are ``jgan.models.DCGANGenerator`` /
 non-saturating loss) is ``jgan.presets.dcgan()``. Writes to ``--out``: the
 samples grid (``samples.png``, ``samples/``), ``metrics.jsonl`` (losses; FID,
 KID and IS with the domain classifier), ``summary.json`` and checkpoints.
+The flags, ``--resume`` and Ctrl-C work as in every example (README,
+"Programs").
 
 Usage::
 
@@ -19,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import dataclasses
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -28,11 +29,9 @@ from jgan import data, models, presets
 
 
 @dataclasses.dataclass
-class Config(program_lib.RunConfig):
-    """DCGAN's settings (the shared ones are in ``RunConfig``)."""
+class Config(program_lib.GANConfig):
+    """DCGAN's settings (the shared ones are in ``GANConfig`` and ``RunConfig``)."""
 
-    latent_dim: int = 100
-    features: int = 16  # The paper's width is 64 (128 at 64x64); 16 trains in minutes on a CPU.
     learning_rate: float = 2e-4
     batch_size: int = 64
     steps: int = 800
@@ -47,7 +46,6 @@ def build(config: Config) -> program_lib.Program:
         config,
         generator=models.DCGANGenerator(image_size=height, channels=channels, features=config.features),
         discriminator=models.DCGANDiscriminator(features=config.features),
-        latent_dim=config.latent_dim,
         d_stateful=True,
         gan_kwargs=presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
     )
@@ -58,4 +56,4 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    program_lib.main_guard(lambda: main(sys.argv[1:]))
+    main()

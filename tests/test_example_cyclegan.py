@@ -1,7 +1,9 @@
 """End-to-end tests of examples/cyclegan.py in a tiny configuration (16x16 digits, 4-wide networks)."""
 
 import json
+import os
 import shutil
+import signal
 
 import chex
 import jax
@@ -10,6 +12,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from examples import _harness as harness
 from examples import cyclegan as cg
 from jgan import checkpoint
 from jgan import data
@@ -36,7 +39,7 @@ TINY = [
 
 def _config():
     """The tiny runs' config."""
-    config, _ = cg.program_lib.parse_config(cg.Config, [*TINY, "--out", "unused"], "")
+    config, _ = harness.parse_config(cg.Config, [*TINY, "--out", "unused"], description="")
     return config
 
 
@@ -58,9 +61,21 @@ def straight_run(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resumed_run(tmp_path_factory):
-    """N steps, then --resume for N more: (output directory, what the second main returned)."""
+    """A 2N-step run interrupted by SIGINT at step N, then --resume: (output directory, what the second main returned)."""
     out = tmp_path_factory.mktemp("resumed")
-    cg.main([*TINY, "--steps", str(N), "--out", str(out)])
+    save_grid = cg.program_lib.save_grid
+
+    def save_grid_then_interrupt(path, images, columns):
+        save_grid(path, images, columns)
+        if path.endswith(f"step_{N:06d}.png"):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C during step N's samples grid.
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(cg.program_lib, "save_grid", save_grid_then_interrupt)
+        with pytest.raises(SystemExit) as raised:
+            cg.main([*TINY, "--steps", str(2 * N), "--out", str(out)])
+    assert raised.value.code == 130
+    assert checkpoint.all_steps(out / "checkpoints") == [N]
     return out, cg.main([*TINY, "--steps", str(2 * N), "--out", str(out), "--resume"])
 
 
@@ -71,7 +86,7 @@ def test_outputs_exist_and_parse(straight_run):
     assert summary["steps"] == 2 * N and summary["config"]["dataset"] == "digits_inverted"
 
     records = _records(out)
-    assert [r["step"] for r in records] == [N, 2 * N]
+    assert [r["step"] for r in records] == [1, N, 2 * N]  # The first, every log_every and the last.
     for record in records:
         for name in ("g_loss", "cycle_loss", "d_a_loss", "d_b_loss", "translation_error_ab", "translation_error_ba"):
             assert np.isfinite(record[name]), (name, record)
@@ -115,7 +130,7 @@ def test_resume_gives_the_uninterrupted_run(straight_run, resumed_run):
     # And the checkpoint on disk restores to the same state.
     template = cg.build(_config()).init(jax.random.key(0))
     restored, meta = checkpoint.restore(resumed_out / "checkpoints", template)
-    assert meta["example"] == "cyclegan"
+    assert meta["program"] == "cyclegan"
     chex.assert_trees_all_equal(_raw(restored), _raw(straight["state"]))
 
 
@@ -171,6 +186,15 @@ def test_offline_domains_are_disjoint_inverted_digits():
     chex.assert_trees_all_equal(resumed, first[3])
 
 
+def test_resume_refuses_other_steps_under_the_decay(straight_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(straight_run[0], out)
+    with pytest.raises(SystemExit) as raised:  # The learning rate decays over --steps: 3N would change it.
+        cg.main([*TINY, "--steps", str(3 * N), "--out", str(out), "--resume"])
+    assert raised.value.code == 2
+    assert f"--steps {2 * N} (now {3 * N})" in capsys.readouterr().err
+
+
 def test_learning_rate_schedule():
     config = cg.Config(steps=100, learning_rate=1e-3)
     schedule = cg.learning_rate_schedule(config)
@@ -198,26 +222,33 @@ def test_bad_settings_are_usage_errors(tmp_path, argv, capsys):
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_existing_checkpoints_need_resume(straight_run, tmp_path):
+def test_existing_checkpoints_need_resume(straight_run, tmp_path, capsys):
     out = tmp_path / "copy"
     shutil.copytree(straight_run[0], out)
-    with pytest.raises(ValueError, match="--resume"):
+    before = (out / "metrics.jsonl").read_text()
+    with pytest.raises(SystemExit) as raised:
         cg.main([*TINY, "--steps", str(2 * N), "--out", str(out)])
+    assert raised.value.code == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and len(err.strip().splitlines()) == 1
+    assert (out / "metrics.jsonl").read_text() == before  # Nothing overwritten.
 
 
-def test_resume_refuses_another_examples_checkpoint(tmp_path):
+def test_resume_refuses_another_examples_checkpoint(tmp_path, capsys):
     config = _config()
     # Another model's state: its leaves do not match CycleGAN's.
     other = tmp_path / "other_model"
     state = {"step": jnp.zeros((), jnp.int32), "g_params": {"w": jnp.ones((3, 3))}}
-    checkpoint.save(other / "checkpoints", state, step=1, metadata={"example": "dcgan"})
-    with pytest.raises(ValueError, match="does not match"):
+    checkpoint.save(other / "checkpoints", state, step=1, metadata={"program": "dcgan"})
+    with pytest.raises(SystemExit) as raised:
         cg.main([*TINY, "--steps", "1", "--out", str(other), "--resume"])
+    assert raised.value.code == 2 and "does not match" in capsys.readouterr().err
     # A state of the same shapes, saved by another example.
     renamed = tmp_path / "other_example"
-    checkpoint.save(renamed / "checkpoints", cg.build(config).init(jax.random.key(0)), metadata={"example": "wgan_gp"})
-    with pytest.raises(ValueError, match="wgan_gp"):
+    checkpoint.save(renamed / "checkpoints", cg.build(config).init(jax.random.key(0)), metadata={"program": "wgan_gp"})
+    with pytest.raises(SystemExit) as raised:
         cg.main([*TINY, "--steps", "1", "--out", str(renamed), "--resume"])
+    assert raised.value.code == 2 and "'wgan_gp' run, not 'cyclegan'" in capsys.readouterr().err
 
 
 def test_tfds_cycle_gan_dataset(tmp_path):
@@ -233,7 +264,8 @@ def test_tfds_cycle_gan_dataset(tmp_path):
 
 def test_runs_and_resumes_without_an_image_pool(tmp_path):
     """pool_size 0 keeps empty [0, h, w, c] pools in the state; they checkpoint and resume."""
-    no_pool = [arg if arg != str(POOL) else "0" for arg in TINY]
+    # A constant learning rate: with the linear decay, --steps (over which it decays) cannot change on resume.
+    no_pool = [*(arg if arg != str(POOL) else "0" for arg in TINY), "--no-linear-decay"]
     first = cg.main([*no_pool, "--steps", "2", "--out", str(tmp_path)])
     resumed = cg.main([*no_pool, "--steps", "4", "--out", str(tmp_path), "--resume"])
     assert first["state"].pool_a.shape[0] == 0 and int(resumed["state"].step) == 4

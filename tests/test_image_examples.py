@@ -7,6 +7,7 @@ exactly the parameters of an uninterrupted one.
 
 import json
 import os
+import re
 
 import chex
 import numpy as np
@@ -71,16 +72,34 @@ def test_dcgan_resume_continues_exactly(tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
-def test_bad_runs_are_refused(tmp_path):
+def _exit_code(capsys, main, argv):
+    """Runs ``main(argv)``; returns its exit code and its one line on stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as raised:
+        main(argv)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err  # One line, no traceback.
+    return raised.value.code, err
+
+
+def test_bad_runs_are_refused(tmp_path, capsys):
     args = ["--classifier", str(tmp_path / "none"), *TINY]
-    with pytest.raises(SystemExit):  # argparse: an unknown dataset, before anything runs
-        dcgan.main(["--out", str(tmp_path / "x"), "--dataset", "imagenet", *args])
-    with pytest.raises(ValueError, match="unpaired"):  # no single image stream to model
-        dcgan.main(["--out", str(tmp_path / "x"), "--dataset", "cycle_gan/horse2zebra", *args])
+    # An unknown dataset: a usage error before anything runs.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--dataset", "imagenet", *args])
+    assert code == 2 and "Unknown dataset 'imagenet'" in err
+    # No single image stream to model.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--dataset", "cycle_gan/horse2zebra", *args])
+    assert code == 2 and "unpaired" in err
     dcgan.main(["--out", str(tmp_path / "run"), "--steps", "2", *args])
-    with pytest.raises(ValueError, match="--resume"):  # would silently mix two runs
-        dcgan.main(["--out", str(tmp_path / "run"), "--steps", "2", *args])
-    with pytest.raises(ValueError):  # another model's checkpoints (a different width)
-        dcgan.main(["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args, "--features", "16"])
-    with pytest.raises(ValueError, match="another model|dcgan"):  # another example's checkpoints
-        conditional_gan.main(["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args])
+    # Without --resume a run directory is never overwritten.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "run"), "--steps", "2", *args])
+    assert code == 2 and "--resume" in err
+    # Another model's checkpoints (a different width).
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args, "--features", "16"])
+    assert code == 2 and "another model" in err
+    # Other settings (the learning rate) are refused by name.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args, "--learning-rate", "0.1"])
+    assert code == 2 and "--learning-rate 0.0002 (now 0.1)" in err
+    # Another example's checkpoints.
+    code, err = _exit_code(capsys, conditional_gan.main, ["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args])
+    assert code == 2 and re.search("another model|dcgan", err)
