@@ -19,6 +19,15 @@ directory, which :func:`latest_step`, :func:`all_steps` and :func:`restore`
 ignore: the last complete checkpoint stays the latest. Only the newest
 ``max_to_keep`` steps are kept.
 
+Clean-up is atomic too: an old step is first renamed into
+``<directory>/.jgan-deleted/`` (which is not a step) and only then deleted,
+so a kill during the deletion never leaves a half-deleted ``<step>/`` that
+looks like a checkpoint. A step is listed as restorable only if it holds the
+files that mark it finished (orbax's ``_CHECKPOINT_METADATA`` with its commit
+time, and each item's metadata); a step directory without them (a clean-up
+interrupted by an older jgan, files deleted by hand) is never listed, asking
+for it is a clear error, and the next :func:`save` removes it.
+
 Restoring needs a template of the state (a freshly initialised state, or its
 ``jax.eval_shape``) for the tree structure, shapes, dtypes and shardings. A
 checkpoint is restored bit for bit, so a run of 2N steps equals N steps, save,
@@ -39,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from typing import Any, Mapping
 
 import jax
@@ -55,6 +65,12 @@ PyTree = Any
 FORMAT_VERSION = 1
 _STATE = "state"
 _META = "meta"
+_TRASH = ".jgan-deleted"  # Old steps are renamed here before deletion (not a step name).
+# Written by orbax into the temporary directory before the rename that
+# completes a save: a step directory without one of them is not a checkpoint.
+_STEP_MARKER = "_CHECKPOINT_METADATA"  # JSON with commit_timestamp_nsecs
+_ITEM_MARKERS = (os.path.join(_META, "metadata"), os.path.join(_STATE, "_METADATA"))
+_NO_ARRAYS = "no_arrays"  # Stored when every leaf is empty (orbax refuses an empty item).
 
 
 def _is_key(x: Any) -> bool:
@@ -80,20 +96,68 @@ def _describe(tree: PyTree) -> tuple[list[Any], list[dict[str, Any]], Any]:
 
 
 def _manager(directory: os.PathLike | str, *, max_to_keep: int | None, write: bool):
-    """A synchronous manager; a reading one (``write=False``) creates nothing on disk."""
+    """A synchronous manager; a reading one (``write=False``) creates nothing on disk.
+
+    A writing one deletes old steps by renaming them into ``_TRASH`` first
+    (an atomic rename), which ``_empty_trash`` then removes.
+    """
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocp.checkpoint_managers.LatestN(max_to_keep),
         enable_async_checkpointing=False,
         create=write,
         save_root_metadata=write,
+        todelete_subdir=_TRASH if write else None,
     )
     return ocp.CheckpointManager(os.path.abspath(os.fspath(directory)), options=options)
 
 
-def _complete(directory: str, step: int) -> bool:
-    """Whether step ``step`` holds both items (orbax only renames a complete step)."""
+def _missing_markers(directory: str, step: int) -> list[str]:
+    """The finish markers step ``step`` lacks (``[]``: a complete checkpoint)."""
     step_dir = os.path.join(directory, str(step))
-    return all(os.path.isdir(os.path.join(step_dir, item)) for item in (_STATE, _META))
+    missing = [m for m in _ITEM_MARKERS if not os.path.isfile(os.path.join(step_dir, m))]
+    try:
+        with open(os.path.join(step_dir, _STEP_MARKER)) as f:
+            committed = json.load(f).get("commit_timestamp_nsecs") is not None
+    except (OSError, ValueError, AttributeError):
+        committed = False
+    if not committed:
+        missing.insert(0, _STEP_MARKER)
+    return missing
+
+
+def _listed_steps(directory: str) -> list[int]:
+    """Every step directory orbax sees, complete or not, in increasing order."""
+    with _manager(directory, max_to_keep=None, write=False) as manager:
+        return sorted(manager.all_steps())
+
+
+def _empty_trash(directory: str) -> None:
+    """Deletes what clean-ups renamed into ``_TRASH`` (process 0 only)."""
+    if jax.process_index() == 0:
+        shutil.rmtree(os.path.join(directory, _TRASH), ignore_errors=True)
+
+
+def _discard_incomplete(directory: str) -> None:
+    """Renames incomplete step directories into ``_TRASH`` (process 0 only).
+
+    They are what an interrupted deletion leaves; orbax would count them
+    among the ``max_to_keep`` newest and delete a complete step instead.
+    """
+    if jax.process_index() != 0 or not os.path.isdir(directory):
+        return
+    for step in _listed_steps(directory):
+        if _missing_markers(directory, step):
+            trash = os.path.join(directory, _TRASH)
+            os.makedirs(trash, exist_ok=True)
+            os.replace(os.path.join(directory, str(step)), os.path.join(trash, f"incomplete-{step}"))
+
+
+def _check_step(step: Any) -> int:
+    """``step`` as an int: a Python/numpy int or a 0-d integer array (``GANState.step``)."""
+    is_array = isinstance(step, (jax.Array, np.ndarray))
+    if is_array and step.ndim == 0 and jnp.issubdtype(step.dtype, jnp.integer):
+        step = step.item()
+    return _validate.check_int(step, "step", minimum=0)
 
 
 def all_steps(directory: os.PathLike | str) -> list[int]:
@@ -104,14 +168,14 @@ def all_steps(directory: os.PathLike | str) -> list[int]:
 
     Returns:
       The steps; ``[]`` if the directory does not exist or holds none.
-      Temporary directories of interrupted saves are not checkpoints.
+      Temporary directories of interrupted saves are not checkpoints, nor
+      are step directories without the files that mark a finished save
+      (what an interrupted clean-up leaves).
     """
     directory = os.path.abspath(os.fspath(directory))
     if not os.path.isdir(directory):
         return []
-    with _manager(directory, max_to_keep=None, write=False) as manager:
-        steps = manager.all_steps()
-    return sorted(step for step in steps if _complete(directory, step))
+    return [step for step in _listed_steps(directory) if not _missing_markers(directory, step)]
 
 
 def latest_step(directory: os.PathLike | str) -> int | None:
@@ -131,7 +195,10 @@ def save(
     """Saves ``state`` and ``metadata`` as checkpoint ``step`` of ``directory``.
 
     The call returns once the checkpoint is on disk (the write is atomic), then
-    deletes all but the newest ``max_to_keep`` checkpoints.
+    deletes all but the newest ``max_to_keep`` checkpoints (each renamed out
+    of the way first, so an interrupted deletion leaves nothing that looks
+    like a checkpoint). Incomplete step directories found on the way are
+    removed.
 
     Args:
       directory: the checkpoint directory, created if needed.
@@ -158,10 +225,7 @@ def save(
         if not hasattr(state, "step"):
             raise ValueError("Give step= (the state has no .step field).")
         step = state.step
-    is_array = isinstance(step, (jax.Array, np.ndarray))
-    if is_array and step.ndim == 0 and jnp.issubdtype(step.dtype, jnp.integer):
-        step = step.item()  # A 0-d integer array, such as GANState.step.
-    step = _validate.check_int(step, "step", minimum=0)
+    step = _check_step(step)
     if max_to_keep is not None:
         max_to_keep = _validate.check_int(max_to_keep, "max_to_keep", minimum=1)
     if metadata is None:
@@ -179,17 +243,22 @@ def save(
         if math.prod(leaf.shape) == 0:  # Orbax refuses empty arrays; the shape says it all.
             continue
         arrays[_leaf_name(i)] = jnp.asarray(leaf)
+    if not arrays:
+        arrays[_NO_ARRAYS] = jnp.zeros((), jnp.int8)
     meta = {"format": FORMAT_VERSION, "step": step, "leaves": described, "metadata": metadata}
     try:
         json.dumps(meta)
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
 
+    directory = os.path.abspath(os.fspath(directory))
+    _empty_trash(directory)
+    _discard_incomplete(directory)
     with _manager(directory, max_to_keep=max_to_keep, write=True) as manager:
         latest = manager.latest_step()
         if latest is not None and latest >= step:
             raise ValueError(
-                f"{os.fspath(directory)!r} already holds a checkpoint at step {latest}"
+                f"{directory!r} already holds a checkpoint at step {latest}"
                 f" >= {step}: save to a fresh directory or delete the newer checkpoints."
             )
         saved = manager.save(
@@ -199,8 +268,9 @@ def save(
             ),
         )
         manager.wait_until_finished()
+    _empty_trash(directory)
     if not saved:  # Orbax's save policy declined; should not happen with these options.
-        raise RuntimeError(f"orbax did not save step {step} in {os.fspath(directory)!r}.")
+        raise RuntimeError(f"orbax did not save step {step} in {directory!r}.")
     return step
 
 
@@ -223,25 +293,38 @@ def restore(
         leaves' shardings (default: the first local device) place the
         restored arrays. Typed PRNG keys in the template come back as typed
         keys.
-      step: the step to restore; by default the latest.
+      step: the step to restore (an int, or a 0-d integer array); by default
+        the newest complete one.
 
     Returns:
       ``(state, metadata)``: the state in the template's tree structure and
       the metadata dict given to :func:`save`.
 
     Raises:
-      FileNotFoundError: no checkpoint (or not that ``step``) in ``directory``.
+      FileNotFoundError: no checkpoint (or not that ``step``) in
+        ``directory``; that step is incomplete (an interrupted clean-up) or
+        its files were removed.
       ValueError: the checkpoint does not match the template (another model,
         another optimizer): the message names the first differing leaves.
+      TypeError: ``step`` is not an int (``0.0`` and ``"0"`` are refused).
     """
+    if step is not None:
+        step = _check_step(step)
     directory = os.path.abspath(os.fspath(directory))
     steps = all_steps(directory)
+    if step is not None and step not in steps:
+        missing = _missing_markers(directory, step) if os.path.isdir(os.path.join(directory, str(step))) else []
+        if missing:
+            raise FileNotFoundError(
+                f"Step {step} in {directory!r} is incomplete and cannot be restored: it lacks "
+                f"{', '.join(missing)} (what a clean-up of old checkpoints interrupted by a kill "
+                f"leaves; the next save removes it). Complete steps: {steps}."
+            )
+        raise FileNotFoundError(f"No checkpoint at step {step} in {directory!r}; it holds steps {steps}.")
     if not steps:
         raise FileNotFoundError(f"No checkpoint in {directory!r}.")
     if step is None:
         step = steps[-1]
-    elif step not in steps:
-        raise FileNotFoundError(f"No checkpoint at step {step} in {directory!r}; it holds steps {steps}.")
 
     with _manager(directory, max_to_keep=None, write=False) as manager:
         meta = manager.restore(step, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
@@ -264,9 +347,22 @@ def restore(
             else:
                 shape, dtype = leaf.shape, leaf.dtype
             abstract[_leaf_name(i)] = jax.ShapeDtypeStruct(shape, dtype, sharding=_sharding(leaf))
-        arrays = manager.restore(
-            step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
-        )[_STATE]
+        if not abstract:
+            arrays = {}
+        else:
+            try:
+                arrays = manager.restore(
+                    step, args=ocp.args.Composite(**{_STATE: ocp.args.StandardRestore(abstract)})
+                )[_STATE]
+            except (FileNotFoundError, ValueError) as error:
+                if not isinstance(error, FileNotFoundError) and "NOT_FOUND" not in str(error):
+                    raise
+                raise FileNotFoundError(
+                    f"Step {step} in {directory!r} is damaged: files of its arrays are missing "
+                    "(deleted by hand, or a clean-up by another tool interrupted). Restore "
+                    f"another step (complete steps: {steps}) or delete this one. orbax: "
+                    f"{str(error).splitlines()[0][:300]}"
+                ) from error
 
     restored = []
     for i, (leaf, info) in enumerate(zip(leaves, meta["leaves"])):

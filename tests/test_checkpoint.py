@@ -223,3 +223,111 @@ def test_zero_size_arrays_round_trip(tmp_path):
     chex.assert_trees_all_equal(restored, state)
     with pytest.raises(ValueError):  # The empty leaf's shape is still checked.
         checkpoint.restore(tmp_path, {**state, "pool": jnp.zeros((0, 4, 4, 1))})
+
+
+def _save_steps(directory, steps, **kwargs):
+    state = {"w": jnp.arange(3.0), "count": jnp.zeros((), jnp.int32)}
+    for step in steps:
+        checkpoint.save(directory, {**state, "w": state["w"] + step}, step=step, **kwargs)
+    return state
+
+
+def test_step_emptied_by_an_interrupted_clean_up_is_not_a_checkpoint(tmp_path):
+    # What a kill during orbax's own deletion of an old step leaves: the step
+    # directory (and some sub-directories) without its files.
+    template = _save_steps(tmp_path, [1, 2, 3], max_to_keep=None)
+    for step in (1, 3):
+        for root, _, files in os.walk(tmp_path / str(step)):
+            for name in files:
+                os.remove(os.path.join(root, name))
+    assert (tmp_path / "3" / "state").is_dir()  # the directories are left
+    assert checkpoint.all_steps(tmp_path) == [2]
+    assert checkpoint.latest_step(tmp_path) == 2
+    restored, _ = checkpoint.restore(tmp_path, template)  # the newest complete step
+    np.testing.assert_array_equal(restored["w"], [2.0, 3.0, 4.0])
+    with pytest.raises(FileNotFoundError, match=r"Step 3 .* is incomplete .*_CHECKPOINT_METADATA.*Complete steps: \[2\]"):
+        checkpoint.restore(tmp_path, template, step=3)
+    # The next save removes the remains, and they do not count among max_to_keep.
+    checkpoint.save(tmp_path, template, step=4, max_to_keep=2)
+    assert sorted(os.listdir(tmp_path)) == ["2", "4"]
+    assert checkpoint.all_steps(tmp_path) == [2, 4]
+
+
+@pytest.mark.parametrize("keep", ["state", "meta"])
+def test_step_with_one_item_deleted_is_not_a_checkpoint(tmp_path, keep):
+    template = _save_steps(tmp_path, [1, 2], max_to_keep=None)
+    import shutil
+
+    for item in ("state", "meta"):
+        if item != keep:
+            shutil.rmtree(tmp_path / "2" / item)
+    assert checkpoint.all_steps(tmp_path) == [1]
+    with pytest.raises(FileNotFoundError, match="Step 2 .* is incomplete"):
+        checkpoint.restore(tmp_path, template, step=2)
+
+
+def test_damaged_array_files_are_a_clear_error(tmp_path):
+    template = _save_steps(tmp_path, [1, 2], max_to_keep=None)
+    data = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "2" / "state") for f in fs
+            if os.sep + "d" + os.sep in os.path.join(r, f)]
+    assert data
+    for path in data:
+        os.remove(path)
+    with pytest.raises(FileNotFoundError, match=r"Step 2 .* is damaged.*complete steps: \[1, 2\]"):
+        checkpoint.restore(tmp_path, template)
+    restored, _ = checkpoint.restore(tmp_path, template, step=1)
+    np.testing.assert_array_equal(restored["w"], [1.0, 2.0, 3.0])
+
+
+def test_clean_up_renames_old_steps_before_deleting_them(tmp_path, monkeypatch):
+    # A kill in the middle of deleting an old step (simulated: the deletion
+    # removes a few files, then the process "dies") leaves no step directory
+    # that looks like a checkpoint: the step was renamed out of the way first.
+    template = _save_steps(tmp_path, [1, 2], max_to_keep=2)
+    real_rmtree = checkpoint.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        if not os.path.exists(path):
+            return
+        files = [os.path.join(r, f) for r, _, fs in os.walk(path) for f in fs]
+        for name in files[: len(files) // 2]:
+            os.remove(name)
+        raise KeyboardInterrupt("killed mid-deletion (simulated)")
+
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(tmp_path, template, step=3, max_to_keep=2)
+    monkeypatch.setattr(checkpoint.shutil, "rmtree", real_rmtree)
+    assert not (tmp_path / "1").exists()
+    assert (tmp_path / ".jgan-deleted").is_dir()  # the half-deleted remains
+    assert checkpoint.all_steps(tmp_path) == [2, 3]
+    restored, _ = checkpoint.restore(tmp_path, template)
+    np.testing.assert_array_equal(restored["w"], template["w"])  # step 3 saved the template
+    checkpoint.save(tmp_path, template, step=4, max_to_keep=2)
+    assert sorted(os.listdir(tmp_path)) == ["3", "4"]
+
+
+@pytest.mark.parametrize("step, got", [(0.0, "float 0.0"), ("0", "str '0'"), (True, "bool True"),
+                                       (np.float32(2), r"float32 np.float32\(2.0\)"), (None, None)])
+def test_restore_step_must_be_an_int(tmp_path, step, got):
+    template = _save_steps(tmp_path, [0, 2], max_to_keep=None)
+    if got is None:
+        assert int(checkpoint.restore(tmp_path, template, step=step)[0]["w"][0]) == 2
+        return
+    with pytest.raises(TypeError, match=f"step must be a Python int, got {got}"):
+        checkpoint.restore(tmp_path, template, step=step)
+
+
+def test_restore_step_accepts_ints_and_integer_scalars(tmp_path):
+    template = _save_steps(tmp_path, [0, 2], max_to_keep=None)
+    for step in (0, np.int64(0), jnp.int32(0), np.array(0)):
+        np.testing.assert_array_equal(checkpoint.restore(tmp_path, template, step=step)[0]["w"], [0.0, 1.0, 2.0])
+    with pytest.raises(ValueError, match="step must be >= 0"):
+        checkpoint.restore(tmp_path, template, step=-1)
+
+
+def test_state_of_empty_arrays_only_round_trips(tmp_path):
+    state = {"pool": jnp.zeros((0, 4, 4, 3))}
+    checkpoint.save(tmp_path, state, step=1)
+    restored, _ = checkpoint.restore(tmp_path, state)
+    chex.assert_trees_all_equal(restored, state)
