@@ -358,3 +358,35 @@ def test_tfds_unpaired_images_yield_both_domains(tfds):
     a = [np.stack([b["a"] for b in run]) for run in augmented]
     np.testing.assert_array_equal(a[0], a[1])  # crops and flips are seeded
     assert not np.array_equal(a[0], a[2])
+
+
+# ----------------------------------------------------------------- check_images
+
+
+def test_check_images_flags_a_batch_scaled_to_unit_range():
+    images, labels = data.digits(split="test", image_size=8)  # genuinely in [-1, 1]
+    assert images.min() == -1.0
+    unit = (images[:32] + 1) / 2  # the classic bug: [0, 1] where [-1, 1] is expected
+    with pytest.raises(ValueError, match=r"look scaled to \[0, 1\].*x \* 2 - 1"):
+        data.check_images(unit)
+    with pytest.raises(ValueError, match=r'arrays\["x"\] look scaled to \[0, 1\]'):
+        data.array_batches((unit, labels[:32]), batch_size=8, seed=0)
+    # The fix named in the message is accepted, and so is the legit batch.
+    np.testing.assert_array_equal(data.check_images(unit * 2 - 1), unit * 2 - 1)
+    data.check_images(images)
+    next(data.array_batches((images, labels), batch_size=8, seed=0))
+
+
+def test_check_images_unit_range_check_spares_legit_and_ambiguous_batches():
+    rng = np.random.default_rng(0)
+    unit = rng.uniform(0, 1, size=(16, 4, 4, 3)).astype(np.float32)
+    data.check_images(unit[:7])  # fewer than 8 images: not judged
+    data.check_images(np.zeros((16, 4, 4, 1), np.float32))  # all mid-grey: not judged
+    # A [-1, 1] batch with a single negative value anywhere passes.
+    one_dark = unit.copy()
+    one_dark[3, 1, 2, 0] = -0.01
+    data.check_images(one_dark)
+    # The escape hatch for bright [-1, 1] images.
+    data.check_images(unit, allow_nonnegative=True)
+    with pytest.raises(TypeError, match="allow_nonnegative must be a bool"):
+        data.check_images(unit, allow_nonnegative="yes")

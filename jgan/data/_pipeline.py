@@ -39,6 +39,10 @@ from jgan import _validate
 Batch = dict[str, np.ndarray]
 
 _RANGE_TOLERANCE = 1e-5  # float32 rounding of a [-1, 1] rescale
+# From this many images on, a batch without a single negative value is taken
+# for [0, 1] data: [-1, 1] images below mid-grey nowhere are rare one at a
+# time and practically absent from a batch.
+_MIN_IMAGES_FOR_UNIT_RANGE_CHECK = 8
 
 
 # ---------------------------------------------------------------------------
@@ -75,12 +79,22 @@ def local_batch_size(batch_size: Any, process_count: int, devices: int | None) -
     return local
 
 
-def check_images(images: Any, *, what: str = "images") -> np.ndarray:
+def check_images(
+    images: Any, *, what: str = "images", allow_nonnegative: bool = False
+) -> np.ndarray:
     """Checks that ``images`` are float NHWC images scaled to ``[-1, 1]``.
+
+    Besides values outside ``[-1, 1]``, this catches the classic scaling bug
+    of images left in ``[0, 1]``: a batch of at least 8 images with no
+    negative value (and not all zero) is refused, since images in ``[-1, 1]``
+    that are nowhere darker than mid-grey are rare one at a time and
+    practically absent from a batch. Fewer images are not judged.
 
     Args:
       images: ``[n, height, width, channels]`` floating-point images.
       what: the name used in error messages.
+      allow_nonnegative: accept a batch of ``[-1, 1]`` images that really has
+        no negative value (e.g. all-bright images).
 
     Returns:
       ``images`` as a numpy array (no copy when it already is one).
@@ -88,8 +102,11 @@ def check_images(images: Any, *, what: str = "images") -> np.ndarray:
     Raises:
       ValueError: for a rank other than 4, an integer or boolean dtype (e.g.
         uint8 in ``0..255``: scale it with ``x / 127.5 - 1``), non-finite
-        values or values outside ``[-1, 1]``.
+        values, values outside ``[-1, 1]``, or (unless ``allow_nonnegative``)
+        at least 8 images in ``[0, 1]`` (scale them with ``x * 2 - 1``).
+      TypeError: if ``allow_nonnegative`` is not a bool.
     """
+    allow_nonnegative = _validate.check_bool(allow_nonnegative, "allow_nonnegative")
     images = np.asarray(images)
     if images.ndim != 4:
         raise ValueError(
@@ -110,6 +127,19 @@ def check_images(images: Any, *, what: str = "images") -> np.ndarray:
                 f"{what} must lie in [-1, 1] (the range of a tanh generator), got "
                 f"values in [{low:g}, {high:g}]; rescale 0..255 with x / 127.5 - 1 and "
                 "0..1 with 2 * x - 1."
+            )
+        if (
+            not allow_nonnegative
+            and images.shape[0] >= _MIN_IMAGES_FOR_UNIT_RANGE_CHECK
+            and low >= 0
+            and high > 0
+        ):
+            raise ValueError(
+                f"{what} look scaled to [0, 1], not [-1, 1]: none of the {images.shape[0]} "
+                f"images has a negative value (values in [{low:g}, {high:g}]); rescale them "
+                "with x * 2 - 1. If they are [-1, 1] images that really are never darker "
+                "than mid-grey, pass allow_nonnegative=True (array_batches: "
+                "validate_images=False)."
             )
     return images
 
