@@ -22,6 +22,12 @@ table and collects them into the ``--out`` JSON):
   jitted; float64 and float32) against pytorch-fid's formula (scipy's
   ``sqrtm`` of the non-symmetric product, float64) on the statistics of
   correlated random features, d = 64 and 2048: time and relative difference.
+- ``mmd_fid_accuracy``: ``mmd2``, ``kid`` and ``fid`` in float32 (and
+  float64) against a float64 reference computed independently on the same
+  float32 data, with both samples shifted by 0, 1e3 and 1e6: ``mmd2`` against
+  numpy from differences ``a - b`` (exact on float32 inputs), ``kid`` against
+  exact rational arithmetic (Python fractions), ``fid`` against numpy's
+  covariances and scipy's ``sqrtm`` (pytorch-fid's formula).
 
 Usage::
 
@@ -46,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jgan.metrics import frechet_distance, sinkhorn
+from jgan.metrics import fid, kid, mmd2
 
 
 def _median_time(fn, repeats):
@@ -254,6 +261,81 @@ def frechet(dims, samples, repeats):
     return rows
 
 
+def _numpy_mmd2(x, y, bandwidth):
+    """Unbiased Gaussian MMD² in float64 from differences (exact on float32 inputs)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+
+    def k(a, b):
+        return np.exp(-np.sum((a[:, None] - b[None]) ** 2, axis=-1) / (2 * bandwidth**2))
+
+    n, m = len(x), len(y)
+    kxx, kyy = k(x, x), k(y, y)
+    return float((kxx.sum() - np.trace(kxx)) / (n * (n - 1))
+                 + (kyy.sum() - np.trace(kyy)) / (m * (m - 1)) - 2 * k(x, y).mean())
+
+
+def _exact_kid(x, y, gamma, coef0=1, degree=3):
+    """The unbiased polynomial MMD² in exact rational arithmetic."""
+    from fractions import Fraction
+
+    xs = [[Fraction(float(v)) for v in row] for row in x]
+    ys = [[Fraction(float(v)) for v in row] for row in y]
+    g, c = Fraction(gamma), Fraction(coef0)
+
+    def k(a, b):
+        return (g * sum(p * q for p, q in zip(a, b)) + c) ** degree
+
+    n, m = len(xs), len(ys)
+    sxx = sum(k(xs[i], xs[j]) for i in range(n) for j in range(n) if i != j)
+    syy = sum(k(ys[i], ys[j]) for i in range(m) for j in range(m) if i != j)
+    sxy = sum(k(a, b) for a in xs for b in ys)
+    return float(sxx / (n * (n - 1)) + syy / (m * (m - 1)) - 2 * sxy / (n * m))
+
+
+def mmd_fid_accuracy(offsets, seed=0):
+    """Float32 (and float64) ``mmd2``, ``kid``, ``fid`` at shared offsets versus float64 references.
+
+    Both samples are drawn near the origin (``y`` slightly wider and shifted,
+    so every value is clearly non-zero), shifted by ``offset`` in every
+    coordinate and rounded to float32; references are computed in float64
+    from those same float32 values. ``rel_err_*`` is ``|jgan - ref| / |ref|``.
+    """
+    rows = []
+    rng = np.random.default_rng(seed)
+    base = {
+        "mmd2": (rng.normal(size=(256, 8)), rng.normal(size=(256, 8)) * 1.2 + 0.2),
+        "kid": (rng.normal(size=(24, 4)), rng.normal(size=(24, 4)) * 1.2 + 0.2),
+        "fid": (rng.normal(size=(2000, 64)), rng.normal(size=(2000, 64)) * 1.2 + 0.05),
+    }
+    for name, (a, b) in base.items():
+        n, d = a.shape
+        for offset in offsets:
+            x32, y32 = (a + offset).astype(np.float32), (b + offset).astype(np.float32)
+            x64, y64 = x32.astype(np.float64), y32.astype(np.float64)
+            if name == "mmd2":
+                reference = _numpy_mmd2(x64, y64, 1.0)
+                run = lambda x, y: mmd2(x, y, bandwidth=1.0)  # noqa: E731
+                how = "numpy f64, differences; bandwidth 1"
+            elif name == "kid":
+                reference = _exact_kid(x64, y64, gamma=1 / d)
+                run = lambda x, y: kid(x, y, subsets=1, subset_size=n, key=jax.random.key(0)).mean  # noqa: E731
+                how = "exact fractions; one subset of all rows"
+            else:
+                reference = _frechet_scipy(x64.mean(0), np.cov(x64, rowvar=False),
+                                           y64.mean(0), np.cov(y64, rowvar=False))
+                run = fid
+                how = "numpy cov + scipy sqrtm, f64"
+            row = dict(metric=name, offset=float(offset), n=n, d=d, reference=reference)
+            for dtype_name, x, y in (("float32", x32, y32), ("float64", x64, y64)):
+                with jax.enable_x64(dtype_name == "float64"):
+                    value = float(run(x, y))
+                row[f"jgan_{dtype_name}"] = value
+                row[f"rel_err_{dtype_name}"] = abs(value - reference) / abs(reference)
+            row["reference_from"] = how
+            rows.append(row)
+    return rows
+
+
 def _format(value):
     if isinstance(value, float):
         if value == 0 or 1e-2 <= abs(value) < 1e5:
@@ -287,7 +369,9 @@ def main(argv=None):
     parser.add_argument("--frechet-dims", type=int, nargs="+", default=[64, 2048])
     parser.add_argument("--frechet-samples", type=int, default=4096)
     parser.add_argument("--sections", nargs="+",
-                        default=["sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet"])
+                        default=["sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet",
+                                 "mmd_fid_accuracy"])
+    parser.add_argument("--accuracy-offsets", type=float, nargs="+", default=[0.0, 1e3, 1e6])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args(argv)
 
@@ -312,6 +396,10 @@ def main(argv=None):
         "frechet": (
             "Fréchet distance: jgan (eigh, jitted) versus pytorch-fid's scipy sqrtm path",
             lambda: frechet(args.frechet_dims, args.frechet_samples, args.repeats),
+        ),
+        "mmd_fid_accuracy": (
+            "MMD², KID and FID at shared offsets: float32 and float64 versus float64 references",
+            lambda: mmd_fid_accuracy(args.accuracy_offsets),
         ),
     }
     results = {}
