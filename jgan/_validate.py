@@ -23,6 +23,7 @@ __all__ = [
     "check_in_range",
     "check_instance",
     "check_callable",
+    "check_optimizer",
     "concrete_float",
     "check_positive_scalar",
     "check_finite_array",
@@ -108,6 +109,18 @@ def check_callable(value: Any, name: str, signature: str) -> Any:
     """``value`` if it is callable; else a ``TypeError`` showing the expected ``signature``."""
     if not callable(value):
         raise TypeError(f"{name} must be a callable {signature}, got {type(value).__name__} {value!r}.")
+    return value
+
+
+def check_optimizer(value: Any, name: str) -> Any:
+    """``value`` if it is an ``optax.GradientTransformation``; a ``TypeError`` naming ``name`` if not."""
+    import optax  # A core dependency; imported here to keep this module's import light.
+
+    if not isinstance(value, optax.GradientTransformation):
+        raise TypeError(
+            f"{name} must be an optax.GradientTransformation (e.g. optax.adam(1e-4)),"
+            f" got {type(value).__name__} {value!r}."
+        )
     return value
 
 

@@ -45,7 +45,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan._parallel import finalize_metrics, mark_varying, pmean_floats
-from jgan._validate import check_int, check_nonnegative
+from jgan._validate import check_callable, check_int, check_nonnegative, check_optimizer
 
 __all__ = [
     "CycleGANState",
@@ -132,6 +132,8 @@ def init_cyclegan_state(
     Raises:
       ValueError: for a negative ``pool_size`` or a pool without ``a_shape``.
     """
+    check_optimizer(g_optimizer, "g_optimizer")
+    check_optimizer(d_optimizer, "d_optimizer")
     pool_size = _check_pool_size(pool_size)
     if pool_size and a_shape is None:
         raise ValueError("A pool (pool_size > 0) needs a_shape (and b_shape if it differs).")
@@ -292,6 +294,12 @@ def make_cyclegan_train_step(
       Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017.
     """
     family = L.loss_family(loss)
+    for name, fn in (("generator_ab", generator_ab), ("generator_ba", generator_ba)):
+        check_callable(fn, name, "(params, x) -> y")
+    for name, fn in (("discriminator_a", discriminator_a), ("discriminator_b", discriminator_b)):
+        check_callable(fn, name, "(params, x) -> logits")
+    check_optimizer(g_optimizer, "g_optimizer")
+    check_optimizer(d_optimizer, "d_optimizer")
     cycle_weight = check_nonnegative(cycle_weight, "cycle_weight")
     identity_weight = check_nonnegative(identity_weight, "identity_weight")
     adversarial_weight = check_nonnegative(adversarial_weight, "adversarial_weight")

@@ -27,6 +27,7 @@ from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.typing import ArrayLike
 
 Reduction = Literal["mean", "none"]
@@ -72,6 +73,8 @@ def as_logits(outputs: ArrayLike, *, name: str = "discriminator output") -> jax.
         raise ValueError(
             f"{name} must have shape [batch] or [batch, 1], got {outputs.shape}."
         )
+    if outputs.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {outputs.shape}): a mean over it is NaN.")
     return outputs
 
 
@@ -175,10 +178,12 @@ def maximum_likelihood_generator_loss(
     With the optimal discriminator, exp(f) = D/(1 − D) = p_data/p_g, and
     minimising this loss follows the gradient of KL(p_data ‖ p_g).
 
-    exp(f) overflows float32 for f > 88. Logits above ``max_logit`` are
-    clamped (their gradient is then zero: those samples already look real with
-    odds above e^max_logit ≈ 1e13), so the loss and its gradient stay finite for
-    logits of any magnitude. ``max_logit=None`` gives the unclamped formula.
+    exp(f) overflows float32 for f > 88 (float16 for f > 11). Logits above
+    ``max_logit`` (and above what exp can take in their dtype, log(max) − 1)
+    are clamped (their gradient is then zero: those samples already look real
+    with odds above e^max_logit ≈ 1e13), so the loss and its gradient stay
+    finite for logits of any magnitude in float16, 32 and 64.
+    ``max_logit=None`` gives the unclamped formula.
 
     Args:
       fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
@@ -194,8 +199,14 @@ def maximum_likelihood_generator_loss(
     """
     f = as_logits(fake_logits, name="fake_logits")
     if max_logit is not None:
-        f = jnp.minimum(f, max_logit)
+        # Never above what exp can take in f's dtype (about 10.1 in float16).
+        f = jnp.minimum(f, min(max_logit, _largest_exp_argument(f.dtype)))
     return _reduce_one(-0.5 * jnp.exp(f), reduction)
+
+
+def _largest_exp_argument(dtype) -> float:
+    """A logit whose exp, halved and summed over a batch in float32, stays finite in ``dtype``."""
+    return float(np.log(np.finfo(dtype).max)) - 1.0
 
 
 def wasserstein_discriminator_loss(
@@ -343,6 +354,8 @@ def cycle_consistency_loss(
         )
     if x.ndim < 1:
         raise ValueError("x must have a leading batch axis.")
+    if x.size == 0:
+        raise ValueError(f"x is empty (shape {x.shape}): a mean over it is NaN.")
     per_example = jnp.mean(
         jnp.abs(x - x_reconstructed).reshape(x.shape[0], -1), axis=-1
     )
@@ -388,11 +401,13 @@ LOSS_FAMILIES: dict[str, LossFamily] = {
 }
 
 
-def loss_family(loss: str | LossFamily) -> LossFamily:
+def loss_family(loss: str | LossFamily | tuple[Callable, Callable]) -> LossFamily:
     """The :class:`LossFamily` named by ``loss`` (a key of :data:`LOSS_FAMILIES`), or ``loss`` itself.
 
     Args:
-      loss: a family name or a :class:`LossFamily`.
+      loss: a family name, a :class:`LossFamily`, or a pair ``(d_loss,
+        g_loss)`` of callables (a family without ``on_logits`` or
+        ``wasserstein``).
 
     Returns:
       The family.
@@ -408,7 +423,10 @@ def loss_family(loss: str | LossFamily) -> LossFamily:
         if loss not in LOSS_FAMILIES:
             raise ValueError(f"Unknown loss {loss!r}; known: {sorted(LOSS_FAMILIES)}.")
         return LOSS_FAMILIES[loss]
+    if isinstance(loss, (tuple, list)) and len(loss) == 2 and all(callable(fn) for fn in loss):
+        return LossFamily(loss[0], loss[1])
     raise TypeError(
-        f"loss must name a family ({sorted(LOSS_FAMILIES)}) or be a"
-        f" jgan.losses.LossFamily, got {type(loss).__name__} {loss!r}."
+        f"loss must name a family ({sorted(LOSS_FAMILIES)}), be a jgan.losses.LossFamily or"
+        f" a pair (d_loss(real_out, fake_out), g_loss(fake_out)) of callables; got"
+        f" {type(loss).__name__} {loss!r}."
     )

@@ -24,7 +24,7 @@ import optax
 from jax import lax
 from jax.typing import ArrayLike
 
-from jgan._validate import check_nonnegative
+from jgan._validate import check_bool, check_nonnegative
 from jgan.losses import as_logits
 
 __all__ = [
@@ -231,8 +231,7 @@ def weight_clipping(c: float) -> optax.GradientTransformation:
     References:
       Arjovsky et al. 2017, Algorithm 1 (c = 0.01).
     """
-    if not c >= 0:
-        raise ValueError(f"weight_clipping needs c >= 0, got {c}.")
+    c = check_nonnegative(c, "weight_clipping c")
 
     def init_fn(params):
         del params
@@ -309,6 +308,7 @@ class GradientPenalty(DiscriminatorRegularizer):
     def __post_init__(self):
         check_nonnegative(self.weight, "GradientPenalty weight")
         check_nonnegative(self.target, "GradientPenalty target")
+        check_bool(self.one_sided, "GradientPenalty one_sided")
 
     def __call__(self, critic_fn, real, fake, *, key, draw):
         t = draw(key, lambda k, n: jax.random.uniform(k, (n,), real.dtype), real.shape[0])

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import optax
 
 from jgan import penalties
+from jgan._validate import check_int, check_positive
 
 __all__ = ["Preset", "wgan", "wgan_gp", "dcgan"]
 
@@ -86,6 +87,9 @@ def wgan(*, learning_rate: float = 5e-5, clip: float = 0.01, n_critic: int = 5) 
     References:
       Arjovsky, Chintala, Bottou, "Wasserstein GAN", 2017, Algorithm 1.
     """
+    check_positive(learning_rate, "learning_rate")
+    check_positive(clip, "clip")
+    check_int(n_critic, "n_critic", minimum=1, static=True)
     return Preset(
         loss="wasserstein",
         d_steps=n_critic,
@@ -103,6 +107,8 @@ def wgan_gp(*, learning_rate: float = 1e-4, penalty: float = 10.0, n_critic: int
     References:
       Gulrajani et al., "Improved Training of Wasserstein GANs", 2017, Algorithm 1.
     """
+    check_positive(learning_rate, "learning_rate")
+    check_int(n_critic, "n_critic", minimum=1, static=True)
     adam = optax.adam(learning_rate, b1=0.0, b2=0.9)
     return Preset(
         loss="wasserstein",
@@ -122,6 +128,7 @@ def dcgan(*, learning_rate: float = 2e-4) -> Preset:
       Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
       Convolutional Generative Adversarial Networks", 2015, §4.
     """
+    check_positive(learning_rate, "learning_rate")
     adam = optax.adam(learning_rate, b1=0.5)
     return Preset(
         loss="non_saturating",

@@ -29,12 +29,13 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.extend import core as jcore
 
 from jgan._parallel import mark_varying
-from jgan._validate import check_int, concrete_float
+from jgan._validate import check_bool, check_int, check_optimizer, concrete_float
 
 __all__ = ["unroll_discriminator", "Unrolled", "safe_root_update"]
 
@@ -98,6 +99,10 @@ def unroll_discriminator(
       Networks", ICLR 2017, §2.1–2.2, eq. 12 and 18–20.
     """
     steps = check_int(steps, "steps", minimum=0, static=True)
+    check_bool(first_order, "first_order")
+    check_optimizer(optimizer, "optimizer")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a callable d_params -> scalar, got {type(loss_fn).__name__}.")
     _check_remat(remat)
     if steps == 0:
         return d_params, d_opt_state
@@ -170,6 +175,7 @@ class Unrolled:
 
     def __post_init__(self):
         check_int(self.steps, "Unrolled steps", minimum=0, static=True)
+        check_bool(self.first_order, "Unrolled first_order")
         _check_remat(self.remat)
 
     def unroll(
@@ -238,7 +244,7 @@ class Unrolled:
 
 
 def _check_remat(remat: Any) -> None:
-    if not isinstance(remat, bool) and not callable(remat):
+    if not isinstance(remat, (bool, np.bool_)) and not callable(remat):
         raise TypeError(
             "remat must be a bool or a jax.checkpoint policy (e.g."
             f" jax.checkpoint_policies.dots_saveable), got {remat!r}."

@@ -173,3 +173,24 @@ class TestOptimalDiscriminator:
         self.q = self.p
         value = -float(self.objective(jnp.zeros_like(self.grid)))
         np.testing.assert_allclose(value, -np.log(4.0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss", [
+    lambda x: L.minimax_discriminator_loss(x, x), L.minimax_generator_loss, L.non_saturating_generator_loss,
+    L.maximum_likelihood_generator_loss, lambda x: L.wasserstein_discriminator_loss(x, x),
+    L.wasserstein_generator_loss, lambda x: L.hinge_discriminator_loss(x, x), L.hinge_generator_loss,
+    lambda x: L.least_squares_discriminator_loss(x, x), L.least_squares_generator_loss,
+    lambda x: L.cycle_consistency_loss(x, x),
+])
+def test_empty_batches_are_errors(loss):
+    with pytest.raises(ValueError, match="empty"):
+        jax.jit(loss)(jnp.zeros((0,)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.float16, jnp.float32, jnp.float64])
+def test_maximum_likelihood_loss_is_finite_at_any_logit_in_every_dtype(dtype, x64):
+    logits = jnp.array([-1e4, -30.0, 0.0, 5.0, 30.0, 1e4], dtype)
+    value, grad = jax.value_and_grad(lambda f: L.maximum_likelihood_generator_loss(f).astype(jnp.float32))(logits)
+    assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad, np.float64)))
+    # Unclamped where exp fits the dtype: −½·exp(f)/n and its derivative.
+    np.testing.assert_allclose(grad[2], -0.5 / 6, rtol=1e-3)

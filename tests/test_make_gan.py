@@ -260,8 +260,12 @@ def test_make_gan_and_the_wrapper_equal_the_frozen_step_bit_for_bit(name):
     chex.assert_trees_all_equal(kept, expected)
     chex.assert_trees_all_equal(_as_legacy(composed, case), expected)
     # The metrics too (the twin's nonfinite covered only the metrics; both are 0 here).
-    chex.assert_trees_all_equal(kept_metrics, expected_metrics)
-    chex.assert_trees_all_equal(composed_metrics, expected_metrics)
+    # sample_scale is new (a divergence signal, no part of any gradient); the rest equal.
+    for kept_step, composed_step, expected_step in zip(kept_metrics, composed_metrics, expected_metrics):
+        for metrics in (kept_step, composed_step):
+            assert set(metrics) == set(expected_step) | {"sample_scale"}
+            chex.assert_trees_all_equal({k: metrics[k] for k in expected_step}, expected_step)
+        chex.assert_trees_all_equal(kept_step["sample_scale"], composed_step["sample_scale"])
 
 
 def test_weight_clipping_inside_an_unrolled_discriminator():
@@ -767,3 +771,73 @@ def test_no_import_cycle_between_jgan_modules():
     assert "jgan._validate" in graph["jgan.penalties"]
     cycle = _find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# ---------------------------------------------------------------------------
+# Strict hyper-parameters, empty batches and the divergence signal (issue 13).
+
+
+_G = lambda p, z: z * p  # noqa: E731
+_D = lambda p, x: x[:, 0] * p  # noqa: E731
+_LEGACY = dict(generator=_G, discriminator=_D, g_optimizer=optax.sgd(1.0), d_optimizer=optax.sgd(1.0), latent_dim=2)
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(unroll_steps=1, unroll_first_order="no"), TypeError, "unroll_first_order must be a bool"),
+    (dict(gradient_penalty=1.0, gradient_penalty_one_sided="False"), TypeError, "gradient_penalty_one_sided must be a bool"),
+    (dict(gradient_penalty=True), TypeError, "gradient_penalty must be a number, got bool"),
+    (dict(gradient_penalty=1.0, gradient_penalty_target=-1), ValueError, "gradient_penalty_target must be >= 0"),
+    (dict(gradient_penalty=float("inf")), ValueError, "gradient_penalty must be >= 0 and finite"),
+    (dict(gradient_penalty="10"), TypeError, "gradient_penalty must be a number, got str"),
+    (dict(weight_clip="0.01"), TypeError, "weight_clip must be a number"),
+    (dict(ema_decay="0.99"), TypeError, "ema_decay must be a number"),
+    (dict(ema_decay=True), TypeError, "ema_decay must be a number"),
+    (dict(generator=None), TypeError, "generator must be a callable"),
+    (dict(g_optimizer="adam"), TypeError, "g_optimizer must be an optax.GradientTransformation"),
+    (dict(g_stateful=1), TypeError, "g_stateful must be a bool"),
+    (dict(axis_name=0), TypeError, "axis_name must be a str"),
+    (dict(loss=("hinge",)), TypeError, "loss must name a family"),
+])
+def test_the_keyword_interface_is_strict(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        steps.make_train_step(**{**_LEGACY, **kwargs})
+
+
+@pytest.mark.parametrize("build, error, match", [
+    (lambda: GradientPenalty(1.0, one_sided="yes"), TypeError, "GradientPenalty one_sided must be a bool"),
+    (lambda: GradientPenalty(True), TypeError, "GradientPenalty weight must be a number"),
+    (lambda: R1(-1.0), ValueError, "R1 gamma must be >= 0"),
+    (lambda: Unrolled(2, first_order=1), TypeError, "Unrolled first_order must be a bool"),
+    (lambda: Unrolled(2.0), TypeError, "Unrolled steps must be a Python int"),
+    (lambda: Adversarial(float("nan")), ValueError, "Adversarial weight must be >= 0 and finite"),
+    (lambda: weight_clipping("0.1"), TypeError, "weight_clipping c must be a number"),
+    (lambda: steps.init_state(jax.random.key(0), {}, {}, g_optimizer="adam", d_optimizer=optax.sgd(1.0)),
+     TypeError, "g_optimizer must be an optax.GradientTransformation"),
+    (lambda: steps.init_state(jax.random.key(0), {}, {}, g_optimizer=optax.sgd(1.0), d_optimizer=optax.sgd(1.0),
+                              ema="yes"), TypeError, "ema must be a bool"),
+])
+def test_the_parts_are_strict(build, error, match):
+    with pytest.raises(error, match=match):
+        build()
+
+
+def test_an_empty_batch_is_an_error_at_trace_time():
+    gan = make_gan(generator=_G, discriminator=_D, g_optimizer=optax.sgd(1.0), d_optimizer=optax.sgd(1.0), prior=2)
+    state = gan.init(jax.random.key(0), jnp.ones(()), jnp.ones(()))
+    with pytest.raises(ValueError, match="real batch is empty"):
+        jax.jit(gan.step)(state, jnp.zeros((0, 2)))
+
+
+def test_sample_scale_sees_a_diverging_generator():
+    """≈ 1 when G(z) spreads like the data, ≫ 1 when it is far out while every value is finite."""
+    real = jax.random.normal(jax.random.key(0), (512, 2))
+    np.testing.assert_allclose(steps.sample_scale(jax.random.normal(jax.random.key(1), (512, 2)), real), 1.0, atol=0.1)
+    far = steps.sample_scale(1e4 * jax.random.normal(jax.random.key(1), (512, 2)), real)
+    np.testing.assert_allclose(far, 1e4, rtol=0.1)
+    # A constant real batch (no spread) gives a large but finite scale, not NaN or inf.
+    assert np.isfinite(steps.sample_scale(real, jnp.ones((8, 2))))
+    # In the step's metrics: a GAN whose generator is pushed to 1e3 reports it.
+    gan = make_gan(generator=_G, discriminator=_D, g_optimizer=optax.sgd(0.0), d_optimizer=optax.sgd(1.0),
+                   prior=2)
+    _, metrics = gan.step(gan.init(jax.random.key(0), jnp.asarray(1e3), jnp.ones(())), real)
+    assert float(metrics["sample_scale"]) > 100 and float(metrics["nonfinite"]) == 0

@@ -139,7 +139,7 @@ def test_weight_clipping_leaves_updates_inside_the_box_alone():
 
 
 def test_weight_clipping_bad_input():
-    with pytest.raises(ValueError, match="c >= 0"):
+    with pytest.raises(ValueError, match="c must be >= 0"):
         penalties.weight_clipping(-0.1)
     tx = penalties.weight_clipping(0.1)
     with pytest.raises(ValueError, match="needs params"):

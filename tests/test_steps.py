@@ -42,7 +42,7 @@ class StepVariantsTest(chex.TestCase):
         new_state, metrics = self.variant(step)(state, _real())
         assert int(new_state.step) == 1
         assert set(metrics) == {"d_loss", "g_loss", "d_real", "d_fake", "d_grad_norm",
-                                "g_grad_norm", "nonfinite"}
+                                "g_grad_norm", "sample_scale", "nonfinite"}
         chex.assert_tree_all_finite(metrics)
         assert float(metrics["nonfinite"]) == 0.0
         for k in ("d_real", "d_fake"):  # Probabilities for a sigmoid discriminator.
