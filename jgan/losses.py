@@ -10,7 +10,9 @@ and fake batches must then have equal sizes; the mean of the per-example
 values equals the scalar loss.
 
 Losses on logits never form ``log(sigmoid(x))``: they use ``softplus`` and are
-finite, with finite gradients, for logits of any magnitude.
+finite, with finite gradients, for logits of any magnitude whose batch sum
+stays finite (|logit| · batch below the dtype's largest value, about 3e38 in
+float32: the mean adds the batch up in the logits' dtype).
 
 References:
   Goodfellow et al., "Generative Adversarial Nets", 2014 (eq. 1, Algorithm 1).
