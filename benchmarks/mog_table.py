@@ -17,7 +17,8 @@ Every row shares one set of network and optimiser settings (``--settings``):
 ``tuned`` (the default) is what the precision study of issue 3 found to move
 high-quality samples from ~25 % to ~97 % — a 2-D latent, MLPs of 3×256 and a
 cosine decay of both learning rates over the second half; ``example`` is
-``examples/unrolled_mog.py``'s defaults (latent 256, MLPs 2×128, constant
+the experiment's defaults (``examples.mog.Config``, those of
+``python -m examples.unrolled_mog``: latent 256, MLPs 2×128, constant
 learning rates). The rows then differ only in the method.
 
 Each (dataset, row) result is written to ``--out/results/`` as soon as it is
@@ -30,21 +31,22 @@ present. Prints the tables beside the published PacGAN
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
-import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from examples import unrolled_mog  # the experiment's training core
-from jgan import metrics
+from examples import _harness as harness
+from examples import mog  # The experiment, imported as a module.
+from examples._harness import option
+from jgan import data, metrics
 
-# name -> overrides of the example's Config (on top of the settings, --steps and the dataset).
+# name -> overrides of the experiment's Config (on top of the settings, --steps and the dataset).
 ROWS = {
     "gan": dict(unroll_steps=0),
     "unrolled1": dict(unroll_steps=1),
@@ -85,7 +87,7 @@ PUBLISHED = {
 
 
 def row_config(dataset: str, row: str, *, settings: str, steps: int,
-               overrides: dict | None = None) -> unrolled_mog.Config:
+               overrides: dict | None = None) -> mog.Config:
     """The example's config of one table cell (``unroll_steps`` included).
 
     ``overrides`` (``--set``) replace config fields after the settings and the
@@ -93,17 +95,17 @@ def row_config(dataset: str, row: str, *, settings: str, steps: int,
     """
     fields = {**SETTINGS[settings], **ROWS[row], **(overrides or {})}
     return dataclasses.replace(
-        unrolled_mog.Config(), dataset=dataset, steps=steps, baseline=False, **fields).validate()
+        mog.Config(), dataset=dataset, steps=steps, baseline=False, **fields).validate()
 
 
 def parse_overrides(items: list[str]) -> dict:
     """``["latent_dim=2", "hidden=[256, 256]"]`` -> config overrides (values as JSON)."""
-    fields = {f.name for f in dataclasses.fields(unrolled_mog.Config)}
+    fields = {f.name for f in dataclasses.fields(mog.Config)}
     overrides = {}
     for item in items:
         name, sep, value = item.partition("=")
         if not sep or name not in fields or name in ("dataset", "steps"):
-            raise ValueError(f"--set takes NAME=VALUE with NAME a field of unrolled_mog.Config other than"
+            raise ValueError(f"--set takes NAME=VALUE with NAME a field of examples.mog.Config other than"
                              f" dataset and steps ({', '.join(sorted(fields - {'dataset', 'steps'}))}); got {item!r}.")
         try:
             overrides[name] = json.loads(value)
@@ -114,7 +116,7 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def train_seeds(config: unrolled_mog.Config, *, seeds: int) -> tuple[np.ndarray, np.ndarray, float]:
+def train_seeds(config: mog.Config, *, seeds: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Trains ``seeds`` GANs of one config together (seeds 0, 1, ...).
 
     Seed ``s`` uses ``jax.random.split(jax.random.key(s), 3)`` for
@@ -124,30 +126,28 @@ def train_seeds(config: unrolled_mog.Config, *, seeds: int) -> tuple[np.ndarray,
       ``(samples [seeds, 2500, dim], finished [seeds], seconds)``; a seed whose
       training hit a non-finite step stopped there and is not ``finished``.
     """
-    experiment = unrolled_mog.make_experiment(config)
+    experiment = mog.make_experiment(config)
     keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(jnp.arange(seeds))
     start = time.perf_counter()
     states = jax.vmap(experiment.init)(keys[:, 0])
     states, _, _ = jax.vmap(lambda s, k: experiment.train_chunk(s, k, config.steps))(states, keys[:, 1])
-    samples = jax.vmap(experiment.sample, in_axes=(0, 0, None))(states, keys[:, 2], unrolled_mog.EVAL_SAMPLES)
+    samples = jax.vmap(experiment.sample, in_axes=(0, 0, None))(states, keys[:, 2], mog.EVAL_SAMPLES)
     samples = jax.block_until_ready(samples)
     seconds = time.perf_counter() - start
     return np.asarray(samples), np.asarray(states.step) == config.steps, seconds
 
 
-def run_row(config: unrolled_mog.Config, *, seeds: int, samples_path: str | None = None) -> dict:
+def run_row(config: mog.Config, *, seeds: int, samples_path: str | None = None) -> dict:
     """Trains ``seeds`` GANs of one config and evaluates each under the protocol.
 
     ``samples_path``: where to save the samples, ``[seeds, 2500, dim]`` (.npy).
     """
     samples, finished, seconds = train_seeds(config, seeds=seeds)
     if samples_path is not None:
-        os.makedirs(os.path.dirname(samples_path), exist_ok=True)
-        np.save(samples_path + ".tmp.npy", samples)
-        os.replace(samples_path + ".tmp.npy", samples_path)
-    spec = unrolled_mog.data.mixture(config.dataset)
+        harness.save_npy(samples_path, samples)
+    spec = data.mixture(config.dataset)
     results = [
-        metrics.mode_coverage(s, spec.centers, std=spec.std, threshold=unrolled_mog.HIGH_QUALITY_STD)
+        metrics.mode_coverage(s, spec.centers, std=spec.std, threshold=mog.HIGH_QUALITY_STD)
         for s in samples
     ]
     return {
@@ -170,7 +170,7 @@ def _mean_se(values) -> str:
 
 def format_table(dataset: str, results: dict) -> str:
     """A markdown table of one dataset's rows, then the published rows."""
-    spec = unrolled_mog.data.mixture(dataset)
+    spec = data.mixture(dataset)
     lines = [
         f"### {dataset} ({spec.centers.shape[0]} modes, std {spec.std}; mean ± s.e. over seeds)",
         "",
@@ -200,35 +200,27 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
              if os.path.exists(_result_path(out, d, r, ".npy"))]
     if not cells:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     datasets = [d for d in ("ring_pacgan", "ring", "grid") if any(c[0] == d for c in cells)]
     rows = [r for r in ROWS if any(c[1] == r for c in cells)]
     fig, axes = plt.subplots(len(datasets), len(rows), figsize=(2.2 * len(rows), 2.3 * len(datasets)),
                              squeeze=False)
     for i, dataset in enumerate(datasets):
-        spec = unrolled_mog.data.mixture(dataset)
-        lim = float(np.abs(spec.centers).max()) * 1.4
+        spec = data.mixture(dataset)
         for j, row in enumerate(rows):
             ax = axes[i, j]
-            ax.set(xlim=(-lim, lim), ylim=(-lim, lim), xticks=[], yticks=[], aspect="equal")
             if (dataset, row) not in cells:
                 ax.axis("off")
                 continue
-            samples = np.load(_result_path(out, dataset, row, ".npy"))[0]
             r = everything[dataset][row]
-            ax.scatter(samples[:, 0], samples[:, 1], s=2, alpha=0.5, color="tab:blue", linewidths=0)
-            ax.scatter(spec.centers[:, 0], spec.centers[:, 1], s=10, marker="x", color="tab:red", linewidths=0.7)
-            ax.set_title(f"{row}\n{r['modes'][0]} modes, {r['high_quality'][0]:.0f} % HQ", fontsize=7)
+            samples = np.load(_result_path(out, dataset, row, ".npy"))[0]
+            mog.scatter_mixture(ax, samples, spec,
+                                title=f"{row}\n{r['modes'][0]} modes, {r['high_quality'][0]:.0f} % HQ")
             if j == 0:
                 ax.set_ylabel(dataset, fontsize=8)
     fig.suptitle("seed 0 of each cell: 2,500 samples (blue) and the modes (red)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    harness.save_figure(path, fig, dpi=110)
     return True
 
 
@@ -239,40 +231,48 @@ def _load(path: str) -> dict | None:
         return json.load(f)
 
 
-def _save(path: str, result: dict) -> None:
-    """Writes atomically: a temporary file renamed over the target."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(path + ".tmp", path)
+def _reusable(old: dict | None, config: mog.Config, seeds: int) -> bool:
+    """Whether a stored result is that of ``config`` with ``seeds`` seeds (what training computes is the same)."""
+    if old is None or old.get("seeds") != seeds:
+        return False
+    fields = mog.training_fields(config)
+    return {k: old["config"].get(k) for k in fields} == fields
 
 
-def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["ring_pacgan", "ring", "grid"],
-                        choices=unrolled_mog.DATASETS)
-    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--steps", type=int, default=None, help=f"generator updates (default: {STEPS})")
-    parser.add_argument("--settings", default="tuned", choices=list(SETTINGS),
-                        help="network/optimiser settings shared by every row")
-    parser.add_argument("--out", default="runs/mog_table")
-    parser.add_argument("--set", nargs="+", default=[], metavar="NAME=VALUE",
-                        help="override fields of the example's Config for every row, e.g. latent_dim=256")
-    parser.add_argument("--force", action="store_true", help="recompute results already in --out")
-    parser.add_argument("--table-only", action="store_true",
-                        help="train nothing: rebuild table.md and table.png from the results in --out")
-    args = parser.parse_args(argv)
-    if args.seeds < 1 or (args.steps is not None and args.steps < 1):
-        parser.error("--seeds and --steps must be >= 1")
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The table's command line."""
+
+    datasets: tuple[str, ...] = option(("ring_pacgan", "ring", "grid"), "the mixtures", choices=mog.DATASETS)
+    rows: tuple[str, ...] = option(tuple(ROWS), "the rows (methods)", choices=ROWS)
+    seeds: int = option(10, "seeds per cell: 0, 1, ..., seeds - 1")
+    steps: int | None = option(None, f"generator updates (none: per dataset, {STEPS})")
+    settings: str = option("tuned", "the network/optimiser settings shared by every row", choices=SETTINGS)
+    out: str = option("runs/mog_table", "the output directory (results/, table.md, table.png)")
+    set: tuple[str, ...] = option(
+        (), "NAME=VALUE overrides of examples.mog.Config's fields for every row (JSON values), e.g. latent_dim=256")
+    force: bool = option(False, "recompute results already in --out")
+    table_only: bool = option(False, "train nothing: rebuild table.md and table.png from the results in --out")
+
+    def validate(self) -> None:
+        if self.seeds < 1 or (self.steps is not None and self.steps < 1):
+            raise ValueError("--seeds and --steps must be >= 1.")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """The command line (``python -m benchmarks.mog_table --help`` lists the flags)."""
+    return harness.main(Settings, _table, argv=argv, doc=__doc__, prog="python -m benchmarks.mog_table",
+                        out=None, resume=False, quiet=False)
+
+
+def _table(args: Settings, _, stop) -> dict:
     try:
-        overrides = parse_overrides(args.set)
-        for dataset in args.datasets:  # Every cell's config is valid before anything trains.
-            for row in args.rows:
-                row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset],
-                           overrides=overrides)
+        overrides = parse_overrides(list(args.set))
     except ValueError as error:
-        parser.error(str(error))
+        raise harness.UsageError(str(error)) from None
+    for dataset in args.datasets:  # Every cell's config is valid before anything trains.
+        for row in args.rows:
+            row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset], overrides=overrides)
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, settings {args.settings}"
           f" {SETTINGS[args.settings]}, overrides {overrides}, steps {args.steps or STEPS}, {args.seeds} seeds",
           flush=True)
@@ -282,14 +282,13 @@ def main(argv=None) -> dict:
                                 overrides=overrides)
             path = _result_path(args.out, dataset, row)
             old = _load(path)
-            if (not args.force and old is not None and old["seeds"] == args.seeds
-                    and old["config"] == json.loads(json.dumps(dataclasses.asdict(config)))):
+            if not args.force and _reusable(old, config, args.seeds):
                 result = old
                 print(f"{dataset} {row}: reused {path}", flush=True)
             else:
                 result = run_row(config, seeds=args.seeds,
                                  samples_path=_result_path(args.out, dataset, row, ".npy"))
-                _save(path, result)
+                harness.write_json(path, result, indent=1)
             print(f"{dataset} {row}: modes {_mean_se(result['modes'])},"
                   f" HQ {_mean_se(result['high_quality'])},"
                   f" KL {_mean_se(result['reverse_kl'])}"
@@ -308,8 +307,7 @@ def main(argv=None) -> dict:
     text = "\n".join([f"jax {jax.__version__}, {jax.devices()[0].device_kind}; settings: {'; '.join(settings)}",
                       "", *tables])
     print(text)
-    with open(os.path.join(args.out, "table.md"), "w") as f:
-        f.write(text)
+    harness.write_text(os.path.join(args.out, "table.md"), text)
     plot_samples(everything, args.out, os.path.join(args.out, "table.png"))
     return everything
 

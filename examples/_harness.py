@@ -156,7 +156,7 @@ def help_texts(config_type: type) -> dict[str, str]:
     for field in dataclasses.fields(config_type):
         if "help" in field.metadata:
             texts[field.name] = field.metadata["help"]
-    return texts
+    return {name: text.replace("``", "") for name, text in texts.items()}
 
 
 def _docstring_attributes(doc: str | None) -> dict[str, str]:

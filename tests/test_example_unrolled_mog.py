@@ -1,9 +1,11 @@
-"""End-to-end tests of examples/unrolled_mog.py in a tiny configuration."""
+"""End-to-end tests of examples.unrolled_mog (the program) and examples.mog (the experiment) in a tiny configuration."""
 
 import dataclasses
 import json
+import os
 import re
 import shutil
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +13,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from examples import _harness as harness
+from examples import mog
 from examples import unrolled_mog as um
 from jgan import checkpoint
 from jgan import data
@@ -56,7 +60,7 @@ def test_outputs_exist_and_parse(straight_run):
         assert run["sinkhorn"]["divergence"] >= metrics["sinkhorn"]["data_floor"]["divergence"] >= 0
         assert run["sinkhorn"]["transport_cost"] > 0
         assert [h["step"] for h in run["history"]] == [0, 6, 12]
-    assert metrics["sinkhorn"]["epsilon"] == um.SINKHORN_EPSILON
+    assert metrics["sinkhorn"]["epsilon"] == mog.SINKHORN_EPSILON
     assert metrics["config"]["steps"] == STEPS and metrics["config"]["unroll_steps"] == 2
     assert metrics["command_line"][:2] == ["--steps", "12"]
     assert metrics["wall_time_s"] > 0
@@ -85,25 +89,28 @@ def test_same_seed_same_result(straight_run, tmp_path, capsys):
     assert list(again["runs"]) == ["2"]
 
 
-def test_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
+def test_resume_continues_exactly(straight_run, tmp_path, monkeypatch, capsys):
     out, result = straight_run
-    real_save = um.checkpoint.save
+    real_save = harness.Checkpoints.save
+    sent = []
 
-    def save_then_crash(directory, state, **kwargs):
-        step = real_save(directory, state, **kwargs)
-        if str(directory).endswith("k2") and step == 6:
-            raise KeyboardInterrupt  # Killed right after the checkpoint at step 6.
-        return step
+    def save_then_interrupt(self, state):
+        real_save(self, state)
+        if self.directory.endswith("k2") and int(state.step) == 6 and not sent:
+            sent.append(True)
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C right after the checkpoint at step 6.
 
-    monkeypatch.setattr(um.checkpoint, "save", save_then_crash)
-    with pytest.raises(KeyboardInterrupt):
+    monkeypatch.setattr(harness.Checkpoints, "save", save_then_interrupt)
+    with pytest.raises(SystemExit) as raised:
         um.main([*TINY, "--out", str(tmp_path)])
     monkeypatch.undo()
+    assert raised.value.code == 130
+    assert capsys.readouterr().err.strip().startswith("interrupted by SIGINT at step 6")
     assert checkpoint.latest_step(tmp_path / "checkpoints" / "k2") == 6
     assert not (tmp_path / "metrics.json").exists()
 
     resumed = um.main([*TINY, "--out", str(tmp_path), "--resume"])
-    assert resumed["runs"]["0"]["resumed_from"] == STEPS  # Finished before the crash.
+    assert resumed["runs"]["0"]["resumed_from"] == STEPS  # Finished before the interruption.
     assert resumed["runs"]["2"]["resumed_from"] == 6
     for k in ("0", "2"):
         run, ref = resumed["runs"][k], result["runs"][k]
@@ -112,8 +119,10 @@ def test_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
         for key in ("modes", "high_quality", "reverse_kl", "counts"):
             assert run[key] == ref[key]
     np.testing.assert_array_equal(np.load(tmp_path / "samples.npy"), np.load(out / "samples.npy"))
+    # The metrics log is the uninterrupted run's.
+    assert (tmp_path / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
 
-    template = um.make_experiment(um.Config(**_tiny_config()), 2).init(jax.random.key(0))
+    template = mog.make_experiment(mog.Config(**_tiny_config()), 2).init(jax.random.key(0))
     a, _ = checkpoint.restore(out / "checkpoints" / "k2", template)
     b, _ = checkpoint.restore(tmp_path / "checkpoints" / "k2", template)
     assert int(b.step) == STEPS
@@ -123,8 +132,10 @@ def test_resume_continues_exactly(straight_run, tmp_path, monkeypatch):
         np.testing.assert_array_equal(x, y)
 
     # Resuming with other hyper-parameters is refused.
-    with pytest.raises(SystemExit):
-        um.main([*TINY, "--out", str(tmp_path), "--resume", "--d-lr", "0.5"])
+    with pytest.raises(SystemExit) as raised:
+        um.main([*TINY, "--out", str(tmp_path), "--resume", "--d-learning-rate", "0.5"])
+    assert raised.value.code == 2
+    assert "--d-learning-rate 0.0001 (now 0.5)" in capsys.readouterr().err
 
 
 def test_resume_with_more_steps_extends_the_run(straight_run, tmp_path):
@@ -143,22 +154,22 @@ def test_resume_with_more_steps_extends_the_run(straight_run, tmp_path):
 
 def test_learning_rate_schedules():
     # Constant, then a cosine to 0 over the last fraction: value by value.
-    schedule = um._schedule(1e-3, 0.5, 100)
+    schedule = mog.schedule(1e-3, 0.5, 100)
     for step in (0, 25, 50):
         np.testing.assert_allclose(schedule(step), 1e-3, rtol=1e-6)
     np.testing.assert_allclose(schedule(75), 0.5e-3, rtol=1e-6)  # Half-way down the cosine.
     np.testing.assert_allclose(schedule(100), 0.0, atol=1e-12)
-    assert um._schedule(1e-3, 0.0, 100) == 1e-3
+    assert mog.schedule(1e-3, 0.0, 100) == 1e-3
 
 
 def test_discriminator_decay_changes_training_and_pins_steps():
-    base = um.Config(**_tiny_config())
+    base = mog.Config(**_tiny_config())
     decayed = dataclasses.replace(base, d_decay_fraction=1.0)
     assert not base.decays() and decayed.decays()
     assert "steps" not in base.resume_key() and decayed.resume_key()["steps"] == STEPS
     finals = []
     for config in (base, decayed):
-        experiment = um.make_experiment(config)
+        experiment = mog.make_experiment(config)
         state = experiment.init(jax.random.key(0))
         state, _, _ = experiment.train_chunk(state, jax.random.key(1), STEPS)
         finals.append(state.d_params)
@@ -195,13 +206,13 @@ def test_unwritable_output_directory(tmp_path, capsys):
         um.main([*TINY, "--out", str(blocker / "out")])
     assert exit_info.value.code == 2
     assert "Cannot write the output directory" in capsys.readouterr().err
-    with pytest.raises(um.ConfigError, match="Cannot write"):
-        um.train_and_evaluate(um.Config(**_tiny_config()), str(blocker / "out"))
+    with pytest.raises(harness.UsageError, match="Cannot write"):
+        um.train_and_evaluate(mog.Config(**_tiny_config()), str(blocker / "out"))
 
 
 def test_divergence_stops_with_a_clear_message(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        um.main([*TINY, "--no-baseline", "--d-lr", "1e35", "--g-lr", "1e35", "--out", str(tmp_path)])
+        um.main([*TINY, "--no-baseline", "--d-learning-rate", "1e35", "--g-learning-rate", "1e35", "--out", str(tmp_path)])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
     assert "training diverged" in err and re.search(r"Non-finite training.*the first at step 0", err)

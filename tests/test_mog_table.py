@@ -1,4 +1,4 @@
-"""benchmarks/mog_table.py: vmapped seeds equal separate runs; results are reused."""
+"""benchmarks.mog_table: vmapped seeds equal separate runs; results are reused; it trains examples.mog."""
 
 import dataclasses
 import json
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from benchmarks import mog_table
+from examples import mog
+from jgan import data
 from jgan.metrics import mode_coverage
 
-um = mog_table.unrolled_mog
 TINY = dict(hidden=(8,), latent_dim=4, batch_size=16)
 
 
@@ -23,14 +24,21 @@ def _tiny(row, steps=6, dataset="ring"):
 def test_vmapped_seeds_equal_separate_runs(row):
     config = _tiny(row)
     samples, finished, _ = mog_table.train_seeds(config, seeds=2)
-    assert samples.shape == (2, um.EVAL_SAMPLES, 2) and finished.tolist() == [True, True]
-    experiment = um.make_experiment(config)
+    assert samples.shape == (2, mog.EVAL_SAMPLES, 2) and finished.tolist() == [True, True]
+    experiment = mog.make_experiment(config)
     for seed in range(2):  # The Python-loop twin of the vmap.
         init_key, data_key, eval_key = jax.random.split(jax.random.key(seed), 3)
         state, _, _ = experiment.train_chunk(experiment.init(init_key), data_key, config.steps)
-        alone = experiment.sample(state, eval_key, um.EVAL_SAMPLES)
+        alone = experiment.sample(state, eval_key, mog.EVAL_SAMPLES)
         np.testing.assert_allclose(samples[seed], alone, rtol=1e-4, atol=1e-5)
     assert not np.allclose(samples[0], samples[1])  # Seeds differ.
+
+
+def test_the_benchmark_trains_the_experiment_module():
+    assert mog_table.mog is mog  # The experiment imported as a module, not a copy or a path hack.
+    config = mog_table.row_config("ring", "unrolled5", settings="example", steps=7)
+    assert type(config) is mog.Config
+    assert dataclasses.replace(config, unroll_steps=10, steps=4000, baseline=True) == mog.Config()
 
 
 def test_rows_differ_only_in_the_method():
@@ -49,7 +57,7 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
     # The stored numbers are the protocol's, recomputed here from the samples.
     samples, _, _ = mog_table.train_seeds(
         mog_table.row_config("ring_pacgan", "gan", settings="example", steps=4), seeds=2)
-    spec = um.data.mixture("ring_pacgan")
+    spec = data.mixture("ring_pacgan")
     for seed in range(2):
         r = mode_coverage(samples[seed], spec.centers, std=spec.std, threshold=3.0)
         assert result["modes"][seed] == int(r.modes)
@@ -75,11 +83,13 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
     assert stored["seeds"] == 3 and len(stored["modes"]) == 3
 
 
-def test_bad_arguments(tmp_path):
-    with pytest.raises(SystemExit):
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
         mog_table.main(["--seeds", "0", "--out", str(tmp_path)])
-    with pytest.raises(SystemExit):
+    assert raised.value.code == 2 and "--seeds and --steps must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
         mog_table.main(["--datasets", "moons", "--out", str(tmp_path)])
+    assert raised.value.code == 2 and "invalid choice: 'moons'" in capsys.readouterr().err
 
 
 def test_overrides():
@@ -87,14 +97,15 @@ def test_overrides():
     assert overrides == {"latent_dim": 256, "hidden": (128, 128), "d_learning_rate": 1e-3}
     config = mog_table.row_config("ring", "pacgan2", settings="tuned", steps=10, overrides=overrides)
     assert (config.latent_dim, config.hidden, config.pack, config.decay_fraction) == (256, (128, 128), 2, 0.5)
-    for bad, message in [("width=3", "field of unrolled_mog.Config"), ("steps=3", "other than"),
+    for bad, message in [("width=3", "field of examples.mog.Config"), ("steps=3", "other than"),
                          ("latent_dim", "NAME=VALUE"), ("hidden=[1,", "must be JSON")]:
         with pytest.raises(ValueError, match=message):
             mog_table.parse_overrides([bad])
 
 
 def test_bad_override_stops_before_training(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as raised:
         mog_table.main(["--set", "pack=3", "--out", str(tmp_path)])  # 3 does not divide the batch.
+    assert raised.value.code == 2
     assert "--pack 3 must divide --batch-size 256" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
