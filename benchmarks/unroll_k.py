@@ -47,14 +47,13 @@ linearly with K). Results go to ``--out`` as ``unroll_k.md`` (the table),
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import json
 import os
 import platform
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
@@ -63,6 +62,8 @@ import jaxlib
 import numpy as np
 import optax
 
+from examples import _harness as harness
+from examples._harness import option
 from jgan import data, steps, unroll
 from jgan.models import MLPDiscriminator, MLPGenerator, make_apply
 
@@ -127,14 +128,13 @@ def mog_setup():
     """Parameters, optimizers, networks and one batch of the ring of 8 Gaussians."""
     key = jax.random.key(0)
     g_module, d_module = MLPGenerator(out_features=2), MLPDiscriminator()
-    g_params = g_module.init(jax.random.fold_in(key, 1), jnp.zeros((1, LATENT)))["params"]
-    d_params = d_module.init(jax.random.fold_in(key, 2), jnp.zeros((1, 2)))["params"]
     g_opt = optax.adam(LEARNING_RATE, b1=B1)
     d_opt = optax.adam(LEARNING_RATE, b1=B1, eps_root=EPS_ROOT)
     nets = dict(generator=make_apply(g_module, stateful=False),
                 discriminator=make_apply(d_module, stateful=False),
                 g_optimizer=g_opt, d_optimizer=d_opt, prior=LATENT)
-    state = steps.make_gan(**nets).init(key, g_params, d_params)
+    state = harness.init_gan(steps.make_gan(**nets), key, g_module, d_module,
+                             (jnp.zeros((1, LATENT)),), (jnp.zeros((1, 2)),))
     real = data.ring(jax.random.fold_in(key, 3), BATCH)
     return state, nets, real
 
@@ -231,11 +231,7 @@ def compile_ratios(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = harness.pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for variant in dict.fromkeys(r["variant"] for r in rows):
         mine = sorted((r for r in rows if r["variant"] == variant), key=lambda r: r["k"])
@@ -257,25 +253,34 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle("Unrolled GAN train step, MoG MLPs (2×128 ReLU, latent 256, batch 512, Adam)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    harness.save_figure(path, fig, dpi=120)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ks", type=int, nargs="+", default=[0, 1, 5, 10, 20],
-                        help="values of K to time")
-    parser.add_argument("--variants", nargs="+", default=["scan", "loop", "first_order"],
-                        choices=sorted(VARIANTS), help="programs to measure")
-    parser.add_argument("--repeats", type=int, default=30,
-                        help="timed calls per program (round-robin over all programs)")
-    parser.add_argument("--compile-repeats", type=int, default=3,
-                        help="compilations per program; the fastest is reported")
-    parser.add_argument("--memory-ks", type=int, nargs="*", default=[],
-                        help="values of K to compile only (compile time and memory; no loop)")
-    parser.add_argument("--out", type=Path, default=Path("runs/bench"), help="output directory")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The benchmark's command line."""
+
+    ks: tuple[int, ...] = option((0, 1, 5, 10, 20), "values of K to time")
+    variants: tuple[str, ...] = option(("scan", "loop", "first_order"), "programs to measure", choices=sorted(VARIANTS))
+    repeats: int = option(30, "timed calls per program (round-robin over all programs)")
+    compile_repeats: int = option(3, "compilations per program; the fastest is reported")
+    memory_ks: tuple[int, ...] = option((), "values of K to compile only (compile time and memory; no loop)")
+    out: str = option("runs/bench", "the output directory")
+
+    def validate(self) -> None:
+        if min((*self.ks, *self.memory_ks), default=0) < 0 or self.repeats < 1 or self.compile_repeats < 1:
+            raise ValueError("--ks and --memory-ks must be >= 0, --repeats and --compile-repeats >= 1.")
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    """The command line (``python -m benchmarks.unroll_k --help`` lists the flags); returns the rows."""
+    return harness.main(Settings, _benchmark, argv=argv, doc=__doc__, prog="python -m benchmarks.unroll_k",
+                        out=None, resume=False, quiet=False)
+
+
+def _benchmark(args: Settings, _, stop) -> list[dict]:
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
 
     head = header()
     print(head, flush=True)
@@ -303,9 +308,7 @@ def main(argv=None) -> int:
         mine = {v: programs[k, v] for v in args.variants}
         mismatch = check_same_update(mine, state, real)
         if not mismatch <= 1e-4 and not np.isnan(mismatch):
-            print(f"K={k}: scan and loop disagree (relative difference {mismatch:.2e})",
-                  file=sys.stderr)
-            return 1
+            raise ValueError(f"K={k}: scan and loop disagree (relative difference {mismatch:.2e}).")
 
     # Step times: round-robin over every program, so that drifting load affects all alike.
     for key, stats in time_round_robin(programs, state, real, args.repeats).items():
@@ -317,12 +320,12 @@ def main(argv=None) -> int:
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     report = f"{head}\n\n{table}\n\n{ratios}\n\nload average at end: {load}\n"
     print("\n" + report)
-    (args.out / "unroll_k.md").write_text(report)
-    (args.out / "unroll_k.json").write_text(json.dumps(rows, indent=1))
-    plot(rows, args.out / "unroll_k.png")
-    print(f"wrote {args.out}/unroll_k.md, unroll_k.json and unroll_k.png")
-    return 0
+    harness.write_text(out / "unroll_k.md", report)
+    harness.write_json(out / "unroll_k.json", rows, indent=1)
+    plot(rows, out / "unroll_k.png")
+    print(f"wrote {out}/unroll_k.md, unroll_k.json and unroll_k.png")
+    return rows
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

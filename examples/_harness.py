@@ -128,8 +128,11 @@ def _exit(message: str, code: int) -> typing.NoReturn:
 # Flags from a config dataclass.
 
 
-def option(default: Any, help: str, *, choices: Iterable[Any] | None = None) -> Any:
+def option(default: Any, help: str, *, choices: Iterable[Any] | None = None, positional: bool = False) -> Any:
     """A config field with its help text (and the values it may take).
+
+    ``positional=True`` makes it a required positional argument (``default``
+    is then only the dataclass's).
 
     Example::
 
@@ -137,7 +140,7 @@ def option(default: Any, help: str, *, choices: Iterable[Any] | None = None) -> 
         class Config:
             steps: int = option(2000, "generator updates")
     """
-    metadata = {"help": help}
+    metadata = {"help": help, "positional": positional}
     if choices is not None:
         metadata["choices"] = tuple(choices)
     return dataclasses.field(default=default, metadata=metadata)
@@ -261,6 +264,9 @@ def make_parser(
         if field.name not in texts:
             raise TypeError(f"{config_type.__name__}.{field.name} has no help text (option(...) or its docstring).")
         default = getattr(defaults, field.name)
+        if field.metadata.get("positional"):
+            group.add_argument(field.name, type=hints[field.name], help=texts[field.name].replace("%", "%%"))
+            continue
         help_text = f"{texts[field.name].rstrip('.')} (default: {show_default(default)})".replace("%", "%%")
         kwargs: dict[str, Any] = {"default": default, "help": help_text, "dest": field.name}
         if "choices" in field.metadata:

@@ -20,48 +20,49 @@ is a directory receives ``pt_inception-2015-12-05-6726825d.npz``, the name
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import math
 import pathlib
-import sys
 from collections.abc import Sequence
 
 import jax
 from flax import traverse_util
 
+from examples import _harness as harness
+from examples._harness import option
 from jgan import models
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("pth", type=pathlib.Path, help="the PyTorch state_dict of the FID Inception network")
-    p.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=None,
-        help="the .npz to write, or a directory (default: the input with the suffix .npz)",
-    )
-    return p
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The converter's arguments."""
+
+    pth: str = option("", "the PyTorch state_dict of the FID Inception network (.pth)", positional=True)
+    out: str | None = option(
+        None, "the .npz to write, or a directory to write pt_inception-2015-12-05-6726825d.npz into"
+        " (none: the input with the suffix .npz)")  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> pathlib.Path:
     """Converts, re-reads the output to check it, and returns its path."""
-    args = _parser().parse_args(argv)
-    out = args.out
-    if out is None:
-        out = args.pth.with_suffix(".npz")
-    elif out.is_dir():
-        out = out / models.FID_WEIGHTS_NATIVE_FILENAME
-    try:
-        written = models.convert_fid_inception_weights(args.pth, out)
+
+    def program(config, args, stop):
+        pth = pathlib.Path(config.pth)
+        out = pth.with_suffix(".npz") if config.out is None else pathlib.Path(config.out)
+        if out.is_dir():
+            out = out / models.FID_WEIGHTS_NATIVE_FILENAME
+        written = models.convert_fid_inception_weights(pth, out)
         variables = models.load_fid_inception(written)
-    except (FileNotFoundError, ValueError) as error:
-        sys.exit(f"error: {error}")
-    leaves = jax.tree.leaves(variables)
-    flat = traverse_util.flatten_dict(variables)
-    n_params = sum(math.prod(v.shape) for k, v in flat.items() if k[0] == "params")
-    print(f"wrote {written}: {len(leaves)} arrays, {n_params:,} parameters, {written.stat().st_size / 2**20:.1f} MiB")
-    return written
+        leaves = jax.tree.leaves(variables)
+        flat = traverse_util.flatten_dict(variables)
+        n_params = sum(math.prod(v.shape) for k, v in flat.items() if k[0] == "params")
+        print(f"wrote {written}: {len(leaves)} arrays, {n_params:,} parameters, {written.stat().st_size / 2**20:.1f} MiB")
+        return written
+
+    return harness.main(
+        Config, program, argv=argv, doc=__doc__, prog="python -m examples.convert_fid_inception",
+        out=None, resume=False, quiet=False,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
