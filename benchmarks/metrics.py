@@ -38,21 +38,25 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import json
+import dataclasses
 import os
 import platform
 import statistics
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from examples import _harness as harness
+from examples._harness import option
 from jgan.metrics import frechet_distance, sinkhorn
 from jgan.metrics import fid, kid, mmd2
+
+SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet", "mmd_fid_accuracy")
 
 
 def _median_time(fn, repeats):
@@ -357,24 +361,31 @@ def print_table(title, rows):
         print("| " + " | ".join(_format(row[k]) for k in keys) + " |")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
-    parser.add_argument("--dims", type=int, nargs="+", default=[2, 64])
-    parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--threshold", type=float, default=1e-3)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--pot-max-n", type=int, default=1024,
-                        help="skip POT above this n (it is slow at 4096)")
-    parser.add_argument("--frechet-dims", type=int, nargs="+", default=[64, 2048])
-    parser.add_argument("--frechet-samples", type=int, default=4096)
-    parser.add_argument("--sections", nargs="+",
-                        default=["sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet",
-                                 "mmd_fid_accuracy"])
-    parser.add_argument("--accuracy-offsets", type=float, nargs="+", default=[0.0, 1e3, 1e6])
-    parser.add_argument("--out", type=Path, default=None)
-    args = parser.parse_args(argv)
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The benchmark's command line."""
 
+    sizes: tuple[int, ...] = option((256, 1024, 4096), "the point-cloud sizes n (= m)")
+    dims: tuple[int, ...] = option((2, 64), "the point dimensions d")
+    iterations: int = option(100, "Sinkhorn iterations of the fixed-iteration rows")
+    threshold: float = option(1e-3, "the marginal-error threshold of the converged rows")
+    repeats: int = option(5, "timed calls per measurement (the median is reported)")
+    pot_max_n: int = option(1024, "skip POT above this n (it is slow at 4096)")
+    frechet_dims: tuple[int, ...] = option((64, 2048), "feature dimensions of the Fréchet rows")
+    frechet_samples: int = option(4096, "features per set in the Fréchet rows")
+    sections: tuple[str, ...] = option(
+        SECTIONS, "the sections to run", choices=SECTIONS)
+    accuracy_offsets: tuple[float, ...] = option((0.0, 1e3, 1e6), "shared offsets of the accuracy section")
+    out: str | None = option(None, "write metrics.json here (none: print only)")
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+    """The command line (``python -m benchmarks.metrics --help`` lists the flags); returns the rows."""
+    return harness.main(Settings, _benchmark, argv=argv, doc=__doc__, prog="python -m benchmarks.metrics",
+                        out=None, resume=False, quiet=False)
+
+
+def _benchmark(args: Settings, _, stop) -> dict:
     print(f"jax {jax.__version__} on {jax.default_backend()}, {os.cpu_count()} CPU cores, "
           f"{platform.machine()}, Python {platform.python_version()}; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
@@ -409,8 +420,8 @@ def main(argv=None):
         print_table(title, rows)
         results[name] = rows
     if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "metrics.json").write_text(json.dumps(results, indent=2))
+        harness.write_json(Path(args.out) / "metrics.json", results)
+    return results
 
 
 if __name__ == "__main__":
