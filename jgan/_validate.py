@@ -167,6 +167,11 @@ def check_finite_array(value: Any, name: str, *, where: Any = None) -> None:
             finite = finite | ~jnp.asarray(where, bool)
         if bool(jnp.all(finite)):  # One reduction on the device; no copy unless it fails.
             return
+        if not value.is_fully_addressable:  # Sharded across hosts: no local copy to search.
+            raise ValueError(
+                f"{name} holds non-finite values (NaN or inf): there is nothing meaningful to "
+                "measure. (Checked in eager calls only: under jax.jit non-finite values propagate.)"
+            )
     array = np.asarray(value)
     if not np.issubdtype(array.dtype, np.inexact):
         return
