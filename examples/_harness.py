@@ -199,7 +199,7 @@ def show_default(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, (tuple, list)):
-        return " ".join(show_default(v) for v in value) if value else "(none)"
+        return " ".join(show_default(v) for v in value) if value else "empty"
     return str(value)
 
 

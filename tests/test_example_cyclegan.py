@@ -90,6 +90,7 @@ def test_outputs_exist_and_parse(straight_run):
     for record in records:
         for name in ("g_loss", "cycle_loss", "d_a_loss", "d_b_loss", "translation_error_ab", "translation_error_ba"):
             assert np.isfinite(record[name]), (name, record)
+        assert record["translation_error_ab"] > 0 and record["translation_error_ba"] > 0  # Computed where logged.
         assert record["nonfinite"] == 0.0
     assert {"step": 2 * N, **summary["final_metrics"]} == records[-1]
 

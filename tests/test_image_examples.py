@@ -13,6 +13,7 @@ import chex
 import numpy as np
 import pytest
 
+from examples import _harness as harness
 from examples import conditional_gan, dcgan, train_digits_classifier, wgan_gp
 
 TINY = ["--features", "8", "--batch-size", "16", "--log-every", "1", "--sample-every", "2",
@@ -35,11 +36,13 @@ def _learned(state):
 @pytest.mark.parametrize("example, extra", [
     (dcgan, []),
     (wgan_gp, ["--n-critic", "2"]),
-    (conditional_gan, []),
+    (conditional_gan, ["--ema-decay", "0.5"]),
 ])
 def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extra):
     out = tmp_path / "run"
-    result = example.main(["--out", str(out), "--steps", "2", "--classifier", classifier, *TINY, *extra])
+    # --log-every 50 > --steps: the first and the last step are logged all the same.
+    result = example.main(["--out", str(out), "--steps", "2", "--classifier", classifier, *TINY, *extra,
+                           "--log-every", "50"])  # fmt: skip
     assert int(result["state"].step) == 2
     for name in ("samples.png", "summary.json", "metrics.jsonl", "samples/step_000002.png"):
         assert (out / name).is_file(), name
@@ -50,12 +53,22 @@ def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extr
     assert lines[-1]["fid"] > 0 and lines[-1]["inception_score"] >= 1.0 - 1e-5
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["classifier"] == classifier
+    assert "classifier's features" in summary["units"]["kid"]  # KID's scale is stated.
     assert sorted(os.listdir(out / "checkpoints")) == ["2"]
     if example is conditional_gan:  # One row per class in the grid: 10 rows of 8.
         import matplotlib.image
 
         grid = matplotlib.image.imread(out / "samples.png")
         assert grid.shape[0] / grid.shape[1] == pytest.approx(10 / 8, rel=0.05)
+        # With --ema-decay the grid is drawn with the EMA weights, not the raw ones.
+        state = result["state"]
+        assert state.g_ema_params is not None
+        config, _ = harness.parse_config(conditional_gan.Config, ["--out", "x", *TINY, *extra], description="")
+        program = conditional_gan.build(config)
+        with_ema = np.asarray(program.sample_grid(state)[0])
+        as_raw = state._replace(g_params=state.g_ema_params, g_ema_params=None)
+        np.testing.assert_array_equal(with_ema, np.asarray(program.sample_grid(as_raw)[0]))
+        assert not np.allclose(with_ema, np.asarray(program.sample_grid(state._replace(g_ema_params=None))[0]))
 
 
 def test_dcgan_resume_continues_exactly(tmp_path):
