@@ -62,7 +62,8 @@ class Config:
     """The experiment's hyper-parameters; the defaults are the program's defaults.
 
     Attributes:
-      dataset: the mixture, one of ``DATASETS``.
+      dataset: the mixture: ring (Metz et al.), ring_pacgan (PacGAN's) or
+        grid (25 modes).
       unroll_steps: K of the unrolled GAN (trained beside a K = 0 baseline).
       steps: generator updates per GAN.
       seed: seeds initialisation, latents and data; both GANs share it.
@@ -73,12 +74,12 @@ class Config:
       d_learning_rate: the discriminator's Adam learning rate.
       beta1: Adam's β1 (both networks).
       decay_fraction: the generator's learning rate follows a cosine decay
-        to 0 over this last fraction of ``steps`` (0: constant). The
-        discriminator's follows ``d_decay_fraction``.
+        to 0 over this last fraction of the steps (0: constant).
       d_decay_fraction: the same for the discriminator's learning rate
         (0: constant). Decaying it shrinks the unrolled look-ahead (K updates
         of size ~ its learning rate), so it is off by default.
-      loss: the GAN loss family, one of ``jgan.steps.LOSSES``.
+      loss: the GAN loss family (``jgan.steps.LOSSES``): non_saturating,
+        minimax, maximum_likelihood, wasserstein, hinge or least_squares.
       pack: PacGAN's m (1: no packing).
       unroll_first_order: stop gradients through the K updates (ablation).
       gradient_penalty: λ of WGAN-GP (0: none).
