@@ -137,8 +137,8 @@ def init_cyclegan_state(
     pool_size = _check_pool_size(pool_size)
     if pool_size and a_shape is None:
         raise ValueError("A pool (pool_size > 0) needs a_shape (and b_shape if it differs).")
-    a_shape = tuple(a_shape or ())
-    b_shape = a_shape if b_shape is None else tuple(b_shape)
+    a_shape = _check_shape(a_shape or (), "a_shape")
+    b_shape = a_shape if b_shape is None else _check_shape(b_shape, "b_shape")
     return CycleGANState(
         step=jnp.zeros((), jnp.int32),
         key=key,
@@ -300,6 +300,8 @@ def make_cyclegan_train_step(
         check_callable(fn, name, "(params, x) -> logits")
     check_optimizer(g_optimizer, "g_optimizer")
     check_optimizer(d_optimizer, "d_optimizer")
+    if axis_name is not None and not isinstance(axis_name, str):
+        raise TypeError(f"axis_name must be a str or None, got {type(axis_name).__name__} {axis_name!r}.")
     cycle_weight = check_nonnegative(cycle_weight, "cycle_weight")
     identity_weight = check_nonnegative(identity_weight, "identity_weight")
     adversarial_weight = check_nonnegative(adversarial_weight, "adversarial_weight")
@@ -439,6 +441,12 @@ def _check_pool_size(pool_size: Any) -> int:
     return check_int(pool_size, "pool_size", minimum=0, static=True)
 
 
+def _check_shape(shape: Any, name: str) -> tuple[int, ...]:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of ints (height, width, channels), got {shape!r}.")
+    return tuple(check_int(n, f"{name}[{i}]", minimum=1) for i, n in enumerate(shape))
+
+
 def _split_batch(batch: Any) -> tuple[jax.Array, jax.Array]:
     if not isinstance(batch, dict) or set(batch) != {"a", "b"}:
         keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
@@ -447,6 +455,8 @@ def _split_batch(batch: Any) -> tuple[jax.Array, jax.Array]:
     for name, x in (("a", a), ("b", b)):
         if x.ndim < 2:
             raise ValueError(f"batch[{name!r}] must be [batch, ...] images, got shape {x.shape}.")
+        if x.shape[0] == 0:
+            raise ValueError(f"batch[{name!r}] is empty (shape {x.shape}).")
     return a, b
 
 

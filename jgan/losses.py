@@ -25,12 +25,16 @@ References:
 
 from __future__ import annotations
 
+import math
+
 from typing import Callable, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
+
+from jgan._validate import check_bool, check_in_range
 
 Reduction = Literal["mean", "none"]
 
@@ -69,8 +73,10 @@ def as_logits(outputs: ArrayLike, *, name: str = "discriminator output") -> jax.
         target.
     """
     outputs = jnp.asarray(outputs)
+    if not (jnp.issubdtype(outputs.dtype, jnp.floating) or jnp.issubdtype(outputs.dtype, jnp.integer)):
+        raise TypeError(f"{name} must hold real numbers, got dtype {outputs.dtype}.")
     if outputs.ndim == 2 and outputs.shape[1] == 1:
-        return outputs[:, 0]
+        outputs = outputs[:, 0]
     if outputs.ndim != 1:
         raise ValueError(
             f"{name} must have shape [batch] or [batch, 1], got {outputs.shape}."
@@ -201,6 +207,7 @@ def maximum_likelihood_generator_loss(
     """
     f = as_logits(fake_logits, name="fake_logits")
     if max_logit is not None:
+        max_logit = check_in_range(max_logit, "max_logit", -math.inf, math.inf)
         # Never above what exp can take in f's dtype (about 10.1 in float16).
         f = jnp.minimum(f, min(max_logit, _largest_exp_argument(f.dtype)))
     return _reduce_one(-0.5 * jnp.exp(f), reduction)
@@ -420,6 +427,8 @@ def loss_family(loss: str | LossFamily | tuple[Callable, Callable]) -> LossFamil
     if isinstance(loss, LossFamily):
         if not (callable(loss.d_loss) and callable(loss.g_loss)):
             raise TypeError(f"loss: a LossFamily needs callable d_loss and g_loss, got {loss!r}.")
+        check_bool(loss.on_logits, "LossFamily on_logits")
+        check_bool(loss.wasserstein, "LossFamily wasserstein")
         return loss
     if isinstance(loss, str):
         if loss not in LOSS_FAMILIES:

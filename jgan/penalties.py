@@ -24,7 +24,7 @@ import optax
 from jax import lax
 from jax.typing import ArrayLike
 
-from jgan._validate import check_bool, check_nonnegative
+from jgan._validate import check_bool, check_callable, check_nonnegative
 from jgan.losses import as_logits
 
 __all__ = [
@@ -118,6 +118,9 @@ def gradient_norm_penalty(
     Returns:
       The scalar penalty.
     """
+    check_callable(critic_fn, "critic_fn", "x [batch, ...] -> scores [batch]")
+    target = check_nonnegative(target, "target")
+    one_sided = check_bool(one_sided, "one_sided")
     x = jnp.asarray(x)
     norms = _safe_sqrt(_per_example_sq_norm(_input_gradients(critic_fn, x)))
     excess = norms - target

@@ -188,6 +188,8 @@ def pack_samples(x: jax.Array, pack: int) -> jax.Array:
       Lin, Khetan, Fanti, Oh, "PacGAN: The power of two samples in generative
       adversarial networks", NeurIPS 2018, §3.
     """
+    if not hasattr(x, "shape") or not hasattr(x, "reshape"):
+        raise TypeError(f"x must be a jax or numpy array [batch, ...], got {type(x).__name__}.")
     if isinstance(pack, bool) or not isinstance(pack, int) or pack < 1:
         raise ValueError(f"pack must be an int >= 1, got {pack!r}.")
     if pack == 1:
@@ -223,6 +225,8 @@ def check_finite(metrics: dict[str, Any], *, step: int | None = None) -> None:
     Raises:
       NonFiniteError: naming the offending metrics.
     """
+    if not isinstance(metrics, dict):
+        raise TypeError(f"metrics must be a dict of a step's metrics, got {type(metrics).__name__}.")
     values = {k: np.asarray(v) for k, v in metrics.items()}
     bad = sorted(k for k, v in values.items() if not np.all(np.isfinite(v)))
     if "nonfinite" in values and np.any(values["nonfinite"] > 0):
@@ -296,6 +300,10 @@ def sample_scale(fake: jax.Array, real: jax.Array) -> jax.Array:
     Returns:
       ``[]`` float32, no gradient.
     """
+    if fake.shape[1:] != real.shape[1:]:
+        raise ValueError(f"fake and real must have the same trailing shape, got {fake.shape} and {real.shape}.")
+    if real.shape[0] == 0 or fake.shape[0] == 0:
+        raise ValueError(f"real is empty or fake is empty (shapes {real.shape} and {fake.shape}).")
     fake = lax.stop_gradient(fake).reshape(fake.shape[0], -1).astype(jnp.float32)
     real = lax.stop_gradient(real).reshape(real.shape[0], -1).astype(jnp.float32)
     center = jnp.mean(real, axis=0)
@@ -311,6 +319,16 @@ def _stateful(fn: Callable, stateful: bool) -> Callable:
     if stateful:
         return fn
     return lambda params, model_state, x, *labels: (fn(params, x, *labels), model_state)
+
+
+def _check_key(key: Any) -> None:
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == jnp.uint32
+    if not (typed or raw):
+        raise TypeError(
+            f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+            f" {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
+        )
 
 
 def _make_prior(prior: Any) -> Prior:
@@ -345,6 +363,11 @@ def _parts(values: Any, name: str, kind: type, example: str) -> tuple:
 
 
 def _split_batch(batch: Batch) -> tuple[jax.Array, jax.Array | None]:
+    if batch is None or isinstance(batch, (str, bytes)):
+        raise TypeError(
+            "batch must be an array of real data or a dict with 'x' and optionally"
+            f" 'label', got {type(batch).__name__}."
+        )
     if isinstance(batch, dict):
         unknown = set(batch) - {"x", "label"}
         if "x" not in batch or unknown:
@@ -636,6 +659,7 @@ def make_gan(
         d_model_state: PyTree = None,
     ) -> GANState:
         """The state at step 0 (see :class:`GAN`)."""
+        _check_key(key)
         for name, stateful, value, net in (
             ("g_model_state", g_stateful, g_model_state, "generator"),
             ("d_model_state", d_stateful, d_model_state, "discriminator"),
@@ -870,6 +894,8 @@ def make_train_step(
         d_optimizer = optax.chain(d_optimizer, clip)
     if latent_sampler is None and latent_dim is None:
         raise ValueError("Give latent_dim (standard normal prior) or latent_sampler.")
+    if latent_sampler is not None:
+        check_callable(latent_sampler, "latent_sampler", "(key, n) -> z [n, ...]")
     common = dict(
         generator=generator,
         discriminator=discriminator,

@@ -35,7 +35,7 @@ from jax import lax
 from jax.extend import core as jcore
 
 from jgan._parallel import mark_varying
-from jgan._validate import check_bool, check_int, check_optimizer, concrete_float
+from jgan._validate import check_bool, check_callable, check_int, check_optimizer, concrete_float
 
 __all__ = ["unroll_discriminator", "Unrolled", "safe_root_update"]
 
@@ -401,6 +401,8 @@ def safe_root_update(update: Callable) -> Callable:
         (``cond``, ``while``, ``scan``), which this does not rewrite; the
         message names the fixes.
     """
+
+    check_callable(update, "update", "(updates, state, params) -> (updates, state)")
 
     def safe_update(updates, state, params=None):
         closed, out_shape = jax.make_jaxpr(update, return_shape=True)(updates, state, params)
