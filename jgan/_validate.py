@@ -9,6 +9,8 @@ values that may be traced (``positive_scalar``) pass silently under
 from __future__ import annotations
 
 import math
+import numbers
+import os
 from typing import Any
 
 import jax
@@ -25,7 +27,11 @@ __all__ = [
     "check_callable",
     "check_optimizer",
     "concrete_float",
+    "check_real_scalar",
     "check_positive_scalar",
+    "check_nonnegative_scalar",
+    "check_real_dtype",
+    "check_path",
     "check_finite_array",
 ]
 
@@ -55,14 +61,18 @@ def check_int(value: Any, name: str, *, minimum: int | None = None, static: bool
     return int(value)
 
 
-def check_bool(value: Any, name: str) -> bool:
+def check_bool(value: Any, name: str, *, optional: bool = False) -> bool | None:
     """``value`` if it is a ``bool`` (numpy's included); a ``TypeError`` naming ``name`` if not.
 
     A string such as ``"False"`` or a number is refused: both would switch an
-    option on by truthiness.
+    option on by truthiness. With ``optional``, ``None`` is allowed too (and
+    returned as is).
     """
+    if optional and value is None:
+        return None
     if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool (True or False), got {type(value).__name__} {value!r}.")
+        allowed = "a bool or None (True, False or None)" if optional else "a bool (True or False)"
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}.")
     return bool(value)
 
 
@@ -132,13 +142,90 @@ def concrete_float(value: Any) -> float | None:
         return None
 
 
-def check_positive_scalar(value: Any, name: str) -> None:
-    """A scalar that is finite and > 0 when concrete (a traced one passes)."""
+def _is_real_number_type(value: Any) -> bool:
+    """Whether ``value`` is a real number or an array (traced or not) of real numbers, by type alone."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if isinstance(value, numbers.Real):  # Python and numpy ints and floats (not complex).
+        return True
+    dtype = getattr(value, "dtype", None)  # numpy and jax arrays, tracers
+    if dtype is None:
+        return False
+    try:
+        return bool(jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating))
+    except TypeError:  # Not a dtype at all.
+        return False
+
+
+def _check_real_scalar_type(value: Any, name: str) -> None:
+    """A ``TypeError`` if ``value`` is not a real number or array; a ``ValueError`` if it is not 0-d."""
+    if not _is_real_number_type(value):
+        what = f"dtype {value.dtype}" if hasattr(value, "dtype") else f"{type(value).__name__} {value!r}"
+        raise TypeError(
+            f"{name} must be a real number (a Python or numpy int or float, or a 0-d array), got {what}."
+        )
     if jnp.ndim(value) != 0:
         raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+
+
+def check_real_scalar(value: Any, name: str) -> float | None:
+    """A real scalar, finite when concrete: its value as a float, or ``None`` when it is traced.
+
+    Python and numpy ints and floats and 0-d integer or floating arrays are
+    accepted; a traced value passes (its value cannot be inspected, its
+    dtype is checked). ``bool`` (``True`` would silently mean 1.0), strings
+    (``"0.5"``), ``None`` and complex values raise a ``TypeError`` naming
+    ``name``; an array that is not 0-d a ``ValueError``.
+    """
+    _check_real_scalar_type(value, name)
     v = concrete_float(value)
-    if v is not None and not (math.isfinite(v) and v > 0):
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}.")
+    return v
+
+
+def check_positive_scalar(value: Any, name: str) -> None:
+    """A real scalar that is finite and > 0 when concrete (a traced one passes).
+
+    Types are accepted and refused as by ``check_real_scalar``.
+    """
+    _check_real_scalar_type(value, name)
+    v = concrete_float(value)
+    if v is not None and not (math.isfinite(v) and v > 0):  # Also rejects NaN.
         raise ValueError(f"{name} must be finite and > 0, got {v}.")
+
+
+def check_nonnegative_scalar(value: Any, name: str) -> None:
+    """A real scalar that is finite and >= 0 when concrete (a traced one passes).
+
+    Types are accepted and refused as by ``check_real_scalar``.
+    """
+    _check_real_scalar_type(value, name)
+    v = concrete_float(value)
+    if v is not None and not (math.isfinite(v) and v >= 0):  # Also rejects NaN.
+        raise ValueError(f"{name} must be finite and >= 0, got {v}.")
+
+
+def check_real_dtype(value: Any, name: str) -> None:
+    """Raises a ``ValueError`` naming ``name`` if the array ``value`` holds complex numbers.
+
+    Integer, boolean and floating arrays pass (the metrics promote them to a
+    float dtype); a complex one has no meaningful real value to measure.
+    """
+    dtype = jnp.result_type(value)
+    if jnp.issubdtype(dtype, jnp.complexfloating):
+        raise ValueError(f"{name} must be real, got dtype {dtype}.")
+
+
+def check_path(value: Any, name: str) -> str:
+    """``value`` as a ``str`` path if it is a ``str`` or ``os.PathLike``; a ``TypeError`` naming ``name`` if not."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise TypeError(
+            f"{name} must be a path (str or os.PathLike), got {type(value).__name__} {value!r}."
+        )
+    return value
 
 
 def check_finite_array(value: Any, name: str, *, where: Any = None) -> None:

@@ -18,7 +18,6 @@ References:
 """
 
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -40,23 +39,6 @@ class MixtureSpec(NamedTuple):
     name: str
     centers: jax.Array  # [modes, 2]
     std: float
-
-
-# ---------------------------------------------------------------------------
-# Validation.
-
-
-def _check_nonnegative_scalar(value: Any, name: str) -> None:
-    """A scalar that is finite and >= 0 when concrete (a traced one passes).
-
-    ``_validate.check_positive_scalar`` without the strictness: ``std = 0``
-    is a mixture of point masses.
-    """
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
-    v = _validate.concrete_float(value)
-    if v is not None and not (math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {v}.")
 
 
 # ---------------------------------------------------------------------------
@@ -128,7 +110,7 @@ def _sample_from_centers(
 ) -> jax.Array:
     """``n`` draws from the uniform mixture of ``N(centers[m], std^2 I)``."""
     n = _validate.check_int(n, "n", minimum=1, static=True)
-    _check_nonnegative_scalar(std, "std")
+    _validate.check_nonnegative_scalar(std, "std")
     centers = jnp.asarray(centers)
     if centers.ndim != 2 or centers.shape[0] < 1:
         raise ValueError(f"centers must be [modes, dim], got {centers.shape}.")
@@ -247,7 +229,7 @@ def mixture(name: str, **overrides: Any) -> MixtureSpec:
             f"{sorted(set(kwargs) | {'std'})}."
         )
     kwargs.update(overrides)
-    _check_nonnegative_scalar(std, "std")
+    _validate.check_nonnegative_scalar(std, "std")
     return MixtureSpec(name=name, centers=centers_fn(**kwargs), std=std)
 
 
@@ -264,5 +246,14 @@ def sample_mixture(key: jax.Array, n: int, spec: MixtureSpec) -> jax.Array:
 
     Returns:
       The samples, ``[n, dim]`` in the dtype of ``spec.centers``.
+
+    Raises:
+      TypeError: if ``spec`` is not a ``MixtureSpec`` (a preset's name is
+        refused: build it with ``mixture(name)``).
     """
+    if not isinstance(spec, MixtureSpec):
+        hint = f" (build it with jgan.data.mixture({spec!r}))" if isinstance(spec, str) else ""
+        raise TypeError(
+            f"spec must be a MixtureSpec{hint}, got {type(spec).__name__} {spec!r}."
+        )
     return _sample_from_centers(key, n, spec.centers, spec.std)

@@ -40,12 +40,12 @@ class GaussianStatistics(NamedTuple):
 
 
 def _float_dtype(*arrays: Any, dtype: Any = None) -> Any:
-    """The float dtype to compute in: ``dtype``, else the promoted inputs'."""
+    """The float dtype to compute in: ``dtype``, else the promoted inputs' (real: checked by the caller)."""
     if dtype is None:
         dtype = jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
     dtype = jnp.dtype(dtype)
     if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"expected a real floating dtype, got {dtype}.")
+        raise ValueError(f"dtype must be a real floating dtype, got {dtype}.")
     return dtype
 
 
@@ -100,11 +100,12 @@ def gaussian_statistics(
       ``(mean, covariance)``: ``[d]`` and ``[d, d]``.
 
     Raises:
-      ValueError: if ``features`` is not ``[n, d]`` or ``n < 2``, or (eager
-        calls) holds NaN or inf; under ``jax.jit`` non-finite features give
+      ValueError: if ``features`` is complex, not ``[n, d]`` or ``n < 2``, or
+        (eager calls) holds NaN or inf; under ``jax.jit`` non-finite features give
         non-finite statistics.
     """
     features = jnp.asarray(features)
+    _validate.check_real_dtype(features, "features")
     if features.ndim != 2:
         raise ValueError(f"features must be [n, d], got shape {features.shape}.")
     if features.shape[0] < 2:
@@ -177,8 +178,8 @@ def update_gaussian_statistics(
       The updated ``GaussianStatistics``.
 
     Raises:
-      ValueError: on a shape that does not match the state, or (eager calls)
-        NaN or inf in a row that counts (masked-out rows may hold anything);
+      ValueError: on complex features, a shape that does not match the state,
+        or (eager calls) NaN or inf in a row that counts (masked-out rows may hold anything);
         under ``jax.jit`` such rows make the statistics non-finite.
 
     References:
@@ -188,6 +189,7 @@ def update_gaussian_statistics(
       here in its multivariate form).
     """
     features = jnp.asarray(features)
+    _validate.check_real_dtype(features, "features")
     dim = state.mean.shape[-1]
     if features.ndim != 2 or features.shape[1] != dim:
         raise ValueError(
@@ -372,8 +374,8 @@ def frechet_distance(
       covariance with ``psd="raise"`` or non-finite inputs).
 
     Raises:
-      ValueError: on means that are not vectors, covariances that are not
-        square matrices, dimensions that disagree, an unknown ``psd``, a
+      ValueError: on complex inputs, means that are not vectors, covariances
+        that are not square matrices, dimensions that disagree, an unknown ``psd``, a
         ``psd_tolerance`` that is not finite and ``>= 0``, and in eager calls
         on NaN or inf inputs or (``psd="raise"``) a covariance that is not
         positive semi-definite.
@@ -404,6 +406,7 @@ def frechet_distance(
     if d == 0:
         raise ValueError("the dimension d must be at least 1.")
     for name, a in (("mu1", mu1), ("sigma1", sigma1), ("mu2", mu2), ("sigma2", sigma2)):
+        _validate.check_real_dtype(a, name)
         _validate.check_finite_array(a, name)
     dtype = _float_dtype(mu1, sigma1, mu2, sigma2, dtype=dtype)
     return _checked_frechet_distance(
@@ -518,8 +521,8 @@ def fid(
       A non-negative float scalar.
 
     Raises:
-      ValueError: on shapes other than ``[n1, d]`` / ``[n2, d]``, fewer than
-        two rows, or (eager calls) NaN or inf in either set; under
+      ValueError: on complex features, shapes other than ``[n1, d]`` /
+        ``[n2, d]``, fewer than two rows, or (eager calls) NaN or inf in either set; under
         ``jax.jit`` non-finite features give NaN.
 
     References:
@@ -534,6 +537,7 @@ def fid(
             f"{features1.shape} and {features2.shape}."
         )
     for name, features in (("features1", features1), ("features2", features2)):
+        _validate.check_real_dtype(features, name)
         if features.ndim != 2:
             raise ValueError(f"{name} must be [n, d], got shape {features.shape}.")
         if features.shape[0] < 2:

@@ -39,11 +39,9 @@ def _check_2d(x, what: str) -> None:
         raise ValueError(f"{what} must be [n, classes] with n, classes >= 1, got shape {x.shape}.")
 
 
-def _float_dtype(x):
-    dtype = jnp.promote_types(x.dtype, jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"expected real values, got {x.dtype}.")
-    return dtype
+def _float_dtype(x, what: str):
+    _validate.check_real_dtype(x, what)
+    return jnp.promote_types(x.dtype, jnp.float32)
 
 
 def inception_score(probs: jax.typing.ArrayLike, *, splits: int = 10) -> InceptionScore:
@@ -96,7 +94,7 @@ def inception_score(probs: jax.typing.ArrayLike, *, splits: int = 10) -> Incepti
     probs = jnp.asarray(probs)
     _check_2d(probs, "probs")
     splits = _check_splits(splits, probs.shape[0])
-    dtype = _float_dtype(probs)
+    dtype = _float_dtype(probs, "probs")
     if not isinstance(probs, jax.core.Tracer):
         p = np.asarray(probs, np.float64)
         if not np.all(np.isfinite(p)):
@@ -140,7 +138,7 @@ def inception_score_from_logits(
     logits = jnp.asarray(logits)
     _check_2d(logits, "logits")
     splits = _check_splits(splits, logits.shape[0])
-    dtype = _float_dtype(logits)
+    dtype = _float_dtype(logits, "logits")
     if not isinstance(logits, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(logits))):
         raise ValueError("logits must be finite.")
     logits = logits.astype(dtype)

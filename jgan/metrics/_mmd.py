@@ -33,6 +33,7 @@ class KernelInceptionDistance(NamedTuple):
 
 def _check_samples(x, y, min_n: int = 2, names=("x", "y")) -> None:
     for name, a in zip(names, (x, y)):
+        _validate.check_real_dtype(a, name)
         if a.ndim != 2:
             raise ValueError(f"{name} must be [n, d], got shape {a.shape}.")
         if a.shape[0] < min_n:
@@ -48,10 +49,8 @@ def _check_samples(x, y, min_n: int = 2, names=("x", "y")) -> None:
 
 
 def _float_dtype(*arrays):
-    dtype = jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
-    if not jnp.issubdtype(dtype, jnp.floating):
-        raise ValueError(f"expected real values, got {dtype}.")
-    return dtype
+    """The float dtype to compute in: the inputs' (real, see ``_check_samples``), at least float32."""
+    return jnp.promote_types(jnp.result_type(*arrays), jnp.float32)
 
 
 def _unbiased_mmd2(k_xx, k_yy, k_xy):
@@ -109,9 +108,11 @@ def mmd2(
 
     Raises:
       ValueError: on shapes other than ``[n, d]`` / ``[m, d]``, fewer than two
-        samples, a bandwidth that is not a non-empty scalar or vector, a
-        concrete bandwidth that is not finite and positive, or (eager calls)
-        NaN or inf in ``x`` or ``y``.
+        samples, complex ``x`` or ``y``, a bandwidth that is not a non-empty
+        scalar or vector, a concrete bandwidth that is not finite and
+        positive, or (eager calls) NaN or inf in ``x`` or ``y``.
+      TypeError: if ``bandwidth`` is not made of real numbers (``True``,
+        ``"1.0"`` and ``None`` are refused).
 
     References:
       Gretton et al., "A Kernel Two-Sample Test", JMLR 13, 2012, Lemma 6,
@@ -124,11 +125,15 @@ def mmd2(
     _check_samples(x, y)
     _validate.check_finite_array(x, "x")
     _validate.check_finite_array(y, "y")
+    if jnp.ndim(bandwidth) == 0:  # Refuses True, "1.0" and None by their type.
+        _validate.check_positive_scalar(bandwidth, "bandwidth")
     bandwidth = jnp.asarray(bandwidth)
     if bandwidth.ndim > 1 or bandwidth.size == 0:
         raise ValueError(
             f"bandwidth must be a scalar or a non-empty vector, got shape {bandwidth.shape}."
         )
+    if not (jnp.issubdtype(bandwidth.dtype, jnp.integer) or jnp.issubdtype(bandwidth.dtype, jnp.floating)):
+        raise TypeError(f"bandwidth must be real numbers, got dtype {bandwidth.dtype}.")
     if not isinstance(bandwidth, jax.core.Tracer):
         b = np.asarray(bandwidth, np.float64)
         if not np.all(np.isfinite(b) & (b > 0)):
@@ -239,20 +244,23 @@ def kid(
       subsets: the number of random subsets, an int ``>= 1``.
       subset_size: the rows per subset, an int in ``[2, min(n1, n2)]``.
       degree: the polynomial degree, an int ``>= 1``.
-      gamma: the scale of ``a·b``; ``None`` means ``1 / d``. Positive when
-        concrete.
-      coef0: the constant term.
+      gamma: the scale of ``a·b``; ``None`` means ``1 / d``. A real scalar,
+        finite and positive when concrete.
+      coef0: the constant term, a real scalar (finite when concrete).
       key: a ``jax.random`` key for the subsets.
 
     Returns:
       A ``KernelInceptionDistance`` ``(mean, std)`` of float scalars.
 
     Raises:
-      ValueError: on shapes other than ``[n1, d]`` / ``[n2, d]``, a
-        ``subset_size`` outside ``[2, min(n1, n2)]``, ``subsets`` or
-        ``degree`` below 1, a ``gamma`` that is not a scalar or (concrete)
-        not finite and positive; NaN or inf in the features (eager calls).
-      TypeError: if ``subsets``, ``subset_size`` or ``degree`` is not an int.
+      ValueError: on shapes other than ``[n1, d]`` / ``[n2, d]``, complex
+        features, a ``subset_size`` outside ``[2, min(n1, n2)]``, ``subsets``
+        or ``degree`` below 1, a ``gamma`` or ``coef0`` that is not a scalar
+        or (concrete) not finite (``gamma``: and positive); NaN or inf in the
+        features (eager calls).
+      TypeError: if ``subsets``, ``subset_size`` or ``degree`` is not an int,
+        or ``gamma`` or ``coef0`` is not a real number (``True`` and ``"1"``
+        are refused).
       OverflowError: if the kernel overflows the dtype (eager calls; features
         of magnitude around 1e8 in float32): compute in float64 or rescale.
 
@@ -279,8 +287,7 @@ def kid(
         gamma = 1.0 / features1.shape[1]
     else:
         _validate.check_positive_scalar(gamma, "gamma")
-    if jnp.ndim(coef0) != 0:
-        raise ValueError(f"coef0 must be a scalar, got shape {jnp.shape(coef0)}.")
+    _validate.check_real_scalar(coef0, "coef0")
     dtype = _float_dtype(features1, features2)
     result = _kid(
         features1.astype(dtype),

@@ -89,6 +89,8 @@ def mode_coverage(
       ValueError: on shapes other than ``[n, d]`` / ``[M, d]``, empty inputs,
         a concrete ``std`` or ``threshold`` that is not finite and positive,
         or (eager calls) NaN or inf in ``samples`` or ``centers``.
+      TypeError: if ``std`` or ``threshold`` is not a real number (``True``
+        and ``"3"`` are refused).
 
     References:
       Srivastava et al., "VEEGAN: Reducing Mode Collapse in GANs using
