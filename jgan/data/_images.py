@@ -138,7 +138,8 @@ def image_dataset(
       ValueError: for an unknown ``name`` (the message lists the supported
         ones) or a batch size that does not divide across processes and devices.
       TypeError: when ``batch_size``, ``seed``, ``image_size``,
-        ``process_index``, ``process_count`` or ``devices`` is not an int.
+        ``process_index``, ``process_count`` or ``devices`` is not an int, or
+        ``shuffle``, ``repeat`` or ``drop_remainder`` is not a bool.
     """
     name = _check_name(name)
     common = {

@@ -334,8 +334,13 @@ def array_batches(
         across processes and devices, fewer examples than one batch with
         ``drop_remainder=True``, or a partial batch that ``devices`` cannot split.
       TypeError: when ``batch_size``, ``seed``, ``process_index``,
-        ``process_count`` or ``devices`` is not an int.
+        ``process_count`` or ``devices`` is not an int, or ``shuffle``,
+        ``repeat``, ``drop_remainder`` or ``validate_images`` is not a bool.
     """
+    shuffle = _validate.check_bool(shuffle, "shuffle")
+    repeat = _validate.check_bool(repeat, "repeat")
+    drop_remainder = _validate.check_bool(drop_remainder, "drop_remainder")
+    validate_images = _validate.check_bool(validate_images, "validate_images")
     data = _as_array_dict(arrays)
     if validate_images:
         if "x" not in data:

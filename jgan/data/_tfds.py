@@ -128,6 +128,11 @@ def _process_split(tfds, split: Any, index: int, count: int) -> Any:
     return tfds.even_splits(split, n=count, drop_remainder=True)[index]
 
 
+def _check_flags(**flags: Any) -> tuple[bool, ...]:
+    """Each flag as a bool, in order; a ``TypeError`` naming the first that is not one."""
+    return tuple(_validate.check_bool(value, name) for name, value in flags.items())
+
+
 def _load(tfds, name, split, *, shuffle, seed, data_dir, download):
     return tfds.load(
         name,
@@ -205,10 +210,14 @@ def tfds_images(
         processes and devices.
       TypeError: when ``batch_size``, ``seed``, ``image_size``,
         ``shuffle_buffer``, ``process_index``, ``process_count`` or
-        ``devices`` is not an int.
+        ``devices`` is not an int, or ``shuffle``, ``repeat``,
+        ``drop_remainder`` or ``download`` is not a bool.
       ImportError: when tensorflow-datasets is not installed.
     """
     name = _check_labelled_name(name)
+    shuffle, repeat, drop_remainder, download = _check_flags(
+        shuffle=shuffle, repeat=repeat, drop_remainder=drop_remainder, download=download
+    )
     image_size = _check_image_size(image_size)
     seed = _validate.check_int(seed, "seed", minimum=0)
     shuffle_buffer = _validate.check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
@@ -305,7 +314,9 @@ def tfds_unpaired_images(
         processes and devices.
       TypeError: when ``batch_size``, ``seed``, ``image_size``,
         ``load_size``, ``shuffle_buffer``, ``process_index``,
-        ``process_count`` or ``devices`` is not an int.
+        ``process_count`` or ``devices`` is not an int, or ``random_flip``,
+        ``shuffle``, ``repeat``, ``drop_remainder`` or ``download`` is not
+        a bool.
       ImportError: when tensorflow-datasets is not installed.
 
     References:
@@ -313,6 +324,10 @@ def tfds_unpaired_images(
       Adversarial Networks", ICCV 2017, appendix 7.1.
     """
     name = _check_unpaired_name(name)
+    random_flip, shuffle, repeat, drop_remainder, download = _check_flags(
+        random_flip=random_flip, shuffle=shuffle, repeat=repeat,
+        drop_remainder=drop_remainder, download=download,
+    )
     splits = {domain: _domain_split(split, domain.upper()) for domain in ("a", "b")}
     image_size = _check_image_size(image_size)
     if image_size is None:
