@@ -171,8 +171,11 @@ def all_steps(directory: os.PathLike | str) -> list[int]:
       Temporary directories of interrupted saves are not checkpoints, nor
       are step directories without the files that mark a finished save
       (what an interrupted clean-up leaves).
+
+    Raises:
+      TypeError: ``directory`` is not a str or ``os.PathLike``.
     """
-    directory = os.path.abspath(os.fspath(directory))
+    directory = os.path.abspath(_validate.check_path(directory, "directory"))
     if not os.path.isdir(directory):
         return []
     return [step for step in _listed_steps(directory) if not _missing_markers(directory, step)]
@@ -217,10 +220,11 @@ def save(
       ValueError: ``step`` is missing and ``state`` has no ``step``, is
         negative, or is not newer than the latest checkpoint of
         ``directory``; ``max_to_keep < 1``.
-      TypeError: ``step`` is not an int (or a 0-d integer array);
-        ``max_to_keep`` is neither None nor an int; ``metadata`` is not a
-        JSON-serialisable dict.
+      TypeError: ``directory`` is not a str or ``os.PathLike``; ``step`` is
+        not an int (or a 0-d integer array); ``max_to_keep`` is neither None
+        nor an int; ``metadata`` is not a JSON-serialisable dict.
     """
+    directory = os.path.abspath(_validate.check_path(directory, "directory"))
     if step is None:
         if not hasattr(state, "step"):
             raise ValueError("Give step= (the state has no .step field).")
@@ -251,7 +255,6 @@ def save(
     except (TypeError, ValueError) as error:
         raise TypeError(f"metadata must be JSON-serialisable: {error}") from None
 
-    directory = os.path.abspath(os.fspath(directory))
     _empty_trash(directory)
     _discard_incomplete(directory)
     with _manager(directory, max_to_keep=max_to_keep, write=True) as manager:
@@ -306,11 +309,12 @@ def restore(
         its files were removed.
       ValueError: the checkpoint does not match the template (another model,
         another optimizer): the message names the first differing leaves.
-      TypeError: ``step`` is not an int (``0.0`` and ``"0"`` are refused).
+      TypeError: ``directory`` is not a str or ``os.PathLike``; ``step`` is
+        not an int (``0.0`` and ``"0"`` are refused).
     """
+    directory = os.path.abspath(_validate.check_path(directory, "directory"))
     if step is not None:
         step = _check_step(step)
-    directory = os.path.abspath(os.fspath(directory))
     steps = all_steps(directory)
     if step is not None and step not in steps:
         missing = _missing_markers(directory, step) if os.path.isdir(os.path.join(directory, str(step))) else []

@@ -1257,6 +1257,10 @@ CHECKPOINT_CASES = [
          "does not match the template", "checkpoint.restore-template-structure"),
     case(lambda: checkpoint.all_steps(None), TypeError, "directory must be", "checkpoint.all_steps-None"),
     case(lambda: checkpoint.latest_step(3), TypeError, "directory must be", "checkpoint.latest_step-int"),
+    case(lambda: checkpoint.save(None, CHECKPOINT_STATE, step=1), TypeError, "directory must be a path",
+         "checkpoint.save-directory-None"),
+    case(lambda: checkpoint.restore(3, CHECKPOINT_STATE), TypeError, "directory must be a path",
+         "checkpoint.restore-directory-int"),
 ]
 
 
