@@ -1332,6 +1332,8 @@ MODEL_CASES = [
          "params does not have the structure of _NnxLinear's params", "models.make_nnx_apply-params-structure"),
     case(lambda: models.make_nnx_apply(_NnxLinear(), stateful="no"), TypeError, "stateful must be a bool or None",
          "models.make_nnx_apply-stateful-str"),
+    case(lambda: models.make_nnx_apply(_NnxLinear(), train="no"), TypeError, "train must be a bool",
+         "models.make_nnx_apply-train-str"),
     case(lambda: models.split_nnx_module(_Dense()), TypeError, "use init_model for a flax linen module",
          "models.split_nnx_module-linen-module"),
     case(lambda: models.merge_nnx_module(_NnxLinear(), {"w": a(2)}, {}), ValueError,
@@ -1360,6 +1362,8 @@ MODEL_CASES = [
          "models.check_labels-negative"),
     case(lambda: models.check_labels(jnp.array([1, 2]), "10"), TypeError, "num_classes",
          "models.check_labels-num_classes-str"),
+    case(lambda: models.check_labels(jnp.array([0]), 0), ValueError, "num_classes must be >= 1",
+         "models.check_labels-num_classes-zero"),
     case(lambda: models.init_model(models.ConditionalDCGANGenerator(image_size=32, num_classes=10), KEY, a(2, 8),
                                    jnp.zeros(3, jnp.int32)),
          ValueError, "labels must have shape [2]", "models.ConditionalDCGANGenerator-labels-batch"),
@@ -1375,6 +1379,8 @@ MODEL_CASES = [
          "models.load_classifier-missing-file"),
     case(lambda: models.make_classifier_fn(models.DigitClassifier(), {}, batch_size=0), ValueError,
          "batch_size must be >= 1", "models.make_classifier_fn-batch_size-zero"),
+    case(lambda: models.make_classifier_fn(models.DigitClassifier(), {}, batch_size=2.5), TypeError,
+         "batch_size must be a Python int", "models.make_classifier_fn-batch_size-float"),
 ]
 
 

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 from flax import nnx
 
+from jgan import _validate
+
 Params = Any
 ModelState = dict[str, Any]
 
@@ -120,9 +122,12 @@ def make_apply(module: nn.Module, *, stateful: bool, train: bool = True) -> Call
       the apply function in the convention chosen by ``stateful``.
 
     Raises:
-      TypeError: if ``module`` is not a flax linen module.
+      TypeError: if ``module`` is not a flax linen module, or ``stateful`` or
+        ``train`` is not a bool.
     """
     _check_linen_module(module, "make_apply")
+    stateful = _validate.check_bool(stateful, "stateful")
+    train = _validate.check_bool(train, "train")
     train_kwargs = {"train": train} if _accepts_train(module) else {}
 
     def _call(variables, x, args, mutable):
@@ -282,11 +287,14 @@ def make_nnx_apply(module: nnx.Module, *, stateful: bool | None = None, train: b
       tree structure is not that of :func:`split_nnx_module`.
 
     Raises:
-      TypeError: if ``module`` is not a flax NNX module.
+      TypeError: if ``module`` is not a flax NNX module, ``stateful`` is
+        neither a bool nor None, or ``train`` is not a bool.
       ValueError: if ``stateful=False`` and ``module`` has variables other than
         ``nnx.Param``.
     """
     _check_nnx_module(module, "make_nnx_apply")
+    stateful = _validate.check_bool(stateful, "stateful", optional=True)
+    train = _validate.check_bool(train, "train")
     name = type(module).__name__
     model = nnx.clone(module)  # new Variables sharing the arrays; `module` keeps its mode
     if train:

@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 from flax import serialization
 
+from jgan import _validate
+
 FORMAT = "jgan-classifier-v1"
 
 
@@ -176,7 +178,12 @@ def make_classifier_fn(module: DigitClassifier, params: Any, *, batch_size: int 
       a function of images ``[n, h, w, c]`` in ``[-1, 1]`` returning the
       features ``[n, feature_dim]`` and softmax probabilities
       ``[n, num_classes]``.
+
+    Raises:
+      TypeError: if ``batch_size`` is not an int.
+      ValueError: if ``batch_size < 1``.
     """
+    batch_size = _validate.check_int(batch_size, "batch_size", minimum=1)
 
     @jax.jit
     def _chunk(images):

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jgan import _validate
 from jgan.models._dcgan import _KERNEL_INIT, _LEAKY_SLOPE, DCGANGenerator, _batch_norm
 
 
@@ -66,8 +67,13 @@ def check_labels(labels: ArrayLike, num_classes: int, *, batch: int | None = Non
 
     Raises:
       ValueError: for a non-integer dtype, a shape other than ``[batch]``, or
-        (concrete labels only) a value outside ``[0, num_classes)``.
+        (concrete labels only) a value outside ``[0, num_classes)``;
+        ``num_classes < 1`` or ``batch < 0``.
+      TypeError: if ``num_classes`` or ``batch`` (when given) is not an int.
     """
+    num_classes = _validate.check_int(num_classes, "num_classes", minimum=1, static=True)
+    if batch is not None:
+        batch = _validate.check_int(batch, "batch", minimum=0, static=True)
     labels = jnp.asarray(labels)
     if not jnp.issubdtype(labels.dtype, jnp.integer):
         raise ValueError(f"labels must be integers, got dtype {labels.dtype}.")
