@@ -155,6 +155,7 @@ def run_row(config: mog.Config, *, seeds: int, samples_path: str | None = None) 
         "high_quality": [100.0 * float(r.high_quality) for r in results],
         "reverse_kl": [float(r.reverse_kl) for r in results],
         "finished": finished.tolist(),
+        "diverged": [not mog.sample_scale(s, spec) <= mog.DIVERGED_SCALE for s in samples],
         "seconds": seconds,
         "device": jax.devices()[0].device_kind,
         "seeds": seeds,
@@ -174,16 +175,18 @@ def format_table(dataset: str, results: dict) -> str:
     lines = [
         f"### {dataset} ({spec.centers.shape[0]} modes, std {spec.std}; mean ± s.e. over seeds)",
         "",
-        "| method | seeds | steps | modes | high-quality % | reverse KL | all seeds finite | seconds | device |",
-        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | --- |",
+        "| method | seeds | steps | modes | high-quality % | reverse KL | all seeds finite | diverged seeds | seconds | device |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | ---: | ---: | --- |",
     ]
     for row, r in results.items():
+        # Cells measured before the divergence check have no count.
+        diverged = sum(r["diverged"]) if "diverged" in r else "—"
         lines.append(
             f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {_mean_se(r['modes'])} |"
             f" {_mean_se(r['high_quality'])} | {_mean_se(r['reverse_kl'])} | {all(r['finished'])} |"
-            f" {r['seconds']:.0f} | {r.get('device', '?')} |")
+            f" {diverged} | {r['seconds']:.0f} | {r.get('device', '?')} |")
     for name, modes, hq, kl in PUBLISHED.get(dataset, []):
-        lines.append(f"| {name} | | | {modes} | {hq} | {'—' if kl is None else kl} | | | |")
+        lines.append(f"| {name} | | | {modes} | {hq} | {'—' if kl is None else kl} | | | | |")
     return "\n".join(lines)
 
 

@@ -45,6 +45,9 @@ DATASETS = ("ring", "grid", "ring_pacgan")
 EVAL_SAMPLES = 2500  # The DESIGN.md protocol.
 SNAPSHOT_SAMPLES = 1000  # Points per panel of the figure.
 HIGH_QUALITY_STD = 3.0
+# A generator whose samples spread more than this many times the data's is
+# reported as diverged (jgan.steps.sample_scale), finite values or not.
+DIVERGED_SCALE = 10.0
 # The Sinkhorn divergence to the data (squared-Euclidean cost): ε in squared
 # data units. √ε ≈ 0.22 lies between the modes' std (0.01–0.05) and their
 # spacing (≥ 0.77), so the divergence sees how mass is spread over the modes
@@ -324,18 +327,27 @@ def schedule(learning_rate: float, decay_fraction: float, steps: int) -> optax.S
 
 
 def evaluate(experiment: Experiment, state: jgan_steps.GANState, key: jax.Array) -> dict[str, Any]:
-    """Mode coverage of the generator on ``EVAL_SAMPLES`` samples (DESIGN.md protocol)."""
+    """Mode coverage of the generator on ``EVAL_SAMPLES`` samples (DESIGN.md protocol), and divergence."""
     samples = experiment.sample(state, key, EVAL_SAMPLES)
     result = jgan_metrics.mode_coverage(
         samples, experiment.spec.centers, std=experiment.spec.std, threshold=HIGH_QUALITY_STD
     )
+    scale = sample_scale(samples, experiment.spec)
     return {
         "modes": int(result.modes),
         "num_modes": int(experiment.spec.centers.shape[0]),
         "high_quality": float(result.high_quality),
         "reverse_kl": float(result.reverse_kl),
         "counts": [int(c) for c in np.asarray(result.counts)],
+        "sample_scale": scale,
+        "diverged": not scale <= DIVERGED_SCALE,  # NaN counts as diverged.
     }
+
+
+def sample_scale(samples: jax.Array, spec: data.MixtureSpec) -> float:
+    """The samples' spread in units of the mixture's (``jgan.steps.sample_scale`` against a fixed data sample)."""
+    reference = data.sample_mixture(jax.random.key(0), EVAL_SAMPLES, spec)
+    return float(jgan_steps.sample_scale(jnp.asarray(samples), reference))
 
 
 class Keys(NamedTuple):

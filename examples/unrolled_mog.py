@@ -218,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             print(
                 f"K = {k:>2}: {run['modes']}/{run['num_modes']} modes, {100 * run['high_quality']:.1f}% high quality,"
                 f" reverse KL {run['reverse_kl']:.3f}, Sinkhorn divergence {run['sinkhorn']['divergence']:.2f}"
+                + (f"; DIVERGED: samples spread {run['sample_scale']:.3g}x the data's" if run.get("diverged") else "")
             )
         print(f"Wrote {args.out}/samples.npy, metrics.json, samples.png in {result['wall_time_s']:.0f} s.")
         return result

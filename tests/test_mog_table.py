@@ -68,6 +68,9 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
     assert "| jgan gan | 2 | 4 |" in table and "| jgan pacgan2 | 2 | 4 |" in table  # seeds, steps
     assert all(line.endswith(f"| {device} |") for line in table.splitlines() if line.startswith("| jgan"))
     assert "PacGAN2 (PacGAN Table 1)" in table
+    # The divergence check, per seed, from the samples' spread against the data's.
+    assert result["diverged"] == [not mog.sample_scale(s, spec) <= mog.DIVERGED_SCALE for s in samples]
+    assert f"| {sum(result['diverged'])} | {result['seconds']:.0f} |" in table
     saved = np.load(tmp_path / "results" / "ring_pacgan__gan.npy")
     np.testing.assert_array_equal(saved, samples)
     assert matplotlib.image.imread(tmp_path / "table.png").ndim == 3
@@ -109,3 +112,20 @@ def test_bad_override_stops_before_training(tmp_path, capsys):
     assert raised.value.code == 2
     assert "--pack 3 must divide --batch-size 256" in capsys.readouterr().err
     assert not (tmp_path / "results").exists()
+
+
+def test_sample_scale_flags_a_diverged_generator():
+    """Finite samples far from the data count as diverged; data-like samples do not."""
+    spec = data.mixture("ring")
+    real_like = data.sample_mixture(jax.random.key(1), mog.EVAL_SAMPLES, spec)
+    assert mog.sample_scale(real_like, spec) == pytest.approx(1.0, abs=0.1)
+    far = 1e4 * real_like
+    assert np.all(np.isfinite(far)) and mog.sample_scale(far, spec) > 100 * mog.DIVERGED_SCALE
+    results = {"gan": {"seeds": 2, "config": {"steps": 4}, "modes": [8, 8], "high_quality": [90.0, 91.0],
+                       "reverse_kl": [0.0, 0.0], "finished": [True, True], "diverged": [True, False],
+                       "seconds": 1.0, "device": "cpu"},
+               "old": {"seeds": 2, "config": {"steps": 4}, "modes": [8, 8], "high_quality": [90.0, 91.0],
+                       "reverse_kl": [0.0, 0.0], "finished": [True, True], "seconds": 1.0, "device": "cpu"}}
+    table = mog_table.format_table("ring", results)
+    assert "| diverged seeds |" in table
+    assert "| True | 1 | 1 | cpu |" in table and "| True | — | 1 | cpu |" in table
