@@ -134,6 +134,8 @@ def train_one(
         "step": int(state.step),
         "resumed_from": start,
         **{key: final[key] for key in ("modes", "num_modes", "high_quality", "reverse_kl", "counts")},
+        "sample_scale": final.get("sample_scale"),  # None in a log written before mog.evaluate reported it.
+        "diverged": final.get("diverged"),
         "sinkhorn": None,  # Filled in by train_and_evaluate, against one data sample for every K.
         "without_ema": raw,
         "train_seconds": train_seconds,

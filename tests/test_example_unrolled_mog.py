@@ -60,6 +60,7 @@ def test_outputs_exist_and_parse(straight_run):
         assert run["sinkhorn"]["divergence"] >= metrics["sinkhorn"]["data_floor"]["divergence"] >= 0
         assert run["sinkhorn"]["transport_cost"] > 0
         assert [h["step"] for h in run["history"]] == [0, 6, 12]
+        assert run["diverged"] is False and 0 < run["sample_scale"] < mog.DIVERGED_SCALE
     assert metrics["sinkhorn"]["epsilon"] == mog.SINKHORN_EPSILON
     assert metrics["config"]["steps"] == STEPS and metrics["config"]["unroll_steps"] == 2
     assert metrics["command_line"][:2] == ["--steps", "12"]
