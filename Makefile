@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine with Python >= 3.11:
-#   make run    - the main job (examples/unrolled_mog.py on its defaults);
+#   make run    - the main job (python -m examples.unrolled_mog on its defaults);
 #                 installs jgan[examples] only: no TensorFlow, no torch
 #   make test   - the test suite (what .ci/run calls); installs jgan[dev]
 # Each extra has its own stamp in the venv: `make run` then `make test` adds
@@ -29,8 +29,10 @@ install-examples: $(VENV)/.installed-examples
 
 install-dev: $(VENV)/.installed-dev
 
+# --resume: a second `make run` continues an interrupted run or rewrites a
+# finished one's outputs (an empty OUT trains from scratch).
 run: install-examples
-	$(BIN)/python -m examples.unrolled_mog --out $(OUT)
+	$(BIN)/python -m examples.unrolled_mog --out $(OUT) --resume
 
 # pytest exits 5 when it collects no test; make fails on it like on any
 # non-zero code, so .ci/run fails too.
