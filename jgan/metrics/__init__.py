@@ -19,12 +19,16 @@ from jgan.metrics._mmd import kid
 from jgan.metrics._mmd import mmd2
 from jgan.metrics._mode_coverage import ModeCoverage
 from jgan.metrics._mode_coverage import mode_coverage
+from jgan.metrics._sinkhorn import EpsilonScaling
+from jgan.metrics._sinkhorn import Overrelaxation
 from jgan.metrics._sinkhorn import SinkhornDivergenceOutput
+from jgan.metrics._sinkhorn import SinkhornNotConverged
 from jgan.metrics._sinkhorn import SinkhornOutput
 from jgan.metrics._sinkhorn import sinkhorn
 from jgan.metrics._sinkhorn import sinkhorn_divergence
 
 __all__ = [
+    "EpsilonScaling",
     "fid",
     "finalize_gaussian_statistics",
     "frechet_distance",
@@ -40,9 +44,11 @@ __all__ = [
     "mmd2",
     "mode_coverage",
     "ModeCoverage",
+    "Overrelaxation",
     "sinkhorn",
     "sinkhorn_divergence",
     "SinkhornDivergenceOutput",
+    "SinkhornNotConverged",
     "SinkhornOutput",
     "update_gaussian_statistics",
 ]

@@ -1,7 +1,9 @@
 """Entropic optimal transport by log-domain Sinkhorn iterations."""
 
+import dataclasses
 import functools
 import math
+import warnings
 from typing import Any, NamedTuple, Optional
 
 import jax
@@ -11,6 +13,120 @@ from jax import lax
 from jgan import _validate
 
 _COSTS = ("sqeuclidean", "euclidean")
+
+# Up to this dimension the [n, m] costs are summed coordinate by coordinate
+# from the differences x_ik - y_jk (exact: no cancellation, 0 on identical
+# points, one fused elementwise pass per coordinate); above it the squared
+# Euclidean cost uses the expansion |x|^2 + |y|^2 - 2 x.y (a matrix product)
+# on centred clouds, and the Euclidean cost the differences reduced over d.
+_COORDINATE_SUM_MAX_DIM = 8
+
+# The convergence loops stop at a marginal error <= _STOP * threshold, as
+# estimated inside the loop (from the next update, at no extra pass). The
+# error reported is recomputed from the returned plan, whose rounding differs
+# (in float32, ~1e-6 of the mass, more when C / epsilon is large): the margin
+# keeps a loop that stopped from reporting a hair over the threshold.
+_STOP = 0.9
+
+
+class SinkhornNotConverged(UserWarning):
+    """Warned by an eager ``sinkhorn`` / ``sinkhorn_divergence`` that did not converge.
+
+    Under ``jax.jit`` (or ``vmap``, or any other trace) no warning can be
+    raised: check the ``converged`` field of the output. Silence it with
+    ``warnings.filterwarnings("ignore", category=SinkhornNotConverged)``.
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class EpsilonScaling:
+    """Epsilon-scaling (annealing) for the convergence mode of ``sinkhorn``.
+
+    The iterations start at a large epsilon, ``initial``, where the plan is
+    spread out and Sinkhorn converges in a few iterations, and run at each
+    of ``initial, initial * decay, initial * decay^2, ...`` (while larger
+    than ``epsilon``) until the marginal error is at most
+    ``max(threshold, sinkhorn's threshold)`` there, then at ``epsilon``
+    until it is at most ``sinkhorn``'s ``threshold``: each scale
+    warm-starts the next, so mass that must travel far is already in place
+    when epsilon is small. Once half of ``max_iterations`` is spent, the
+    iterations move straight to ``epsilon``. The result is the same fixed
+    point (and the same implicit gradient) as without scaling.
+
+    Attributes:
+      decay: the ratio of two successive epsilons, in ``(0, 1)``; GeomLoss's
+        default (its ``scaling = 0.5`` of the blur ``epsilon^(1/2)``).
+      initial: the first epsilon, ``> 0``; None: the range
+        ``max c - min c`` of the cost matrix once its separable part is
+        removed (see ``sinkhorn``), the scale at which the plan is nearly
+        uniform (GeomLoss starts at the squared diameter of the clouds).
+      threshold: the marginal error at which an intermediate epsilon hands
+        over to the next, ``> 0`` (a warm start need not be converged
+        tightly; ``sinkhorn``'s ``threshold`` when that is larger).
+
+    References:
+      Kosowsky and Yuille, "The invisible hand algorithm: solving the
+      assignment problem with statistical physics", Neural Networks 1994.
+      Schmitzer, "Stabilized sparse scaling algorithms for entropy
+      regularized transport problems", SIAM J. Sci. Comput. 2019, sec. 3.2.
+      Feydy, "Geometric data analysis, beyond convolutions", PhD thesis,
+      2020, sec. 3.3 (GeomLoss's schedule).
+    """
+
+    decay: float = 0.25
+    initial: Optional[float] = None
+    threshold: float = 1e-3
+
+    def __post_init__(self):
+        decay = _validate.check_in_range(self.decay, "EpsilonScaling decay", 0.0, 1.0)
+        if decay == 0.0:
+            raise ValueError(f"EpsilonScaling decay must be in (0, 1), got {self.decay}.")
+        object.__setattr__(self, "decay", decay)
+        if self.initial is not None:
+            object.__setattr__(
+                self, "initial", _validate.check_positive(self.initial, "EpsilonScaling initial")
+            )
+        object.__setattr__(
+            self, "threshold", _validate.check_positive(self.threshold, "EpsilonScaling threshold")
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Overrelaxation:
+    """Adaptive over-relaxation of the updates of ``sinkhorn``'s convergence mode.
+
+    Each update ``g <- G(f)`` becomes ``g <- g + omega (G(f) - g)`` (and
+    likewise ``f``), in the log domain. ``omega`` starts at 1 (plain
+    Sinkhorn) at each epsilon; once two consecutive blocks of
+    ``inner_iterations`` plain iterations have shrunk the marginal error by
+    a factor ``rho`` per iteration, ``omega = 2 / (1 + sqrt(1 - rho))``
+    (Lehmann et al.'s rule: the best relaxation of an iteration whose
+    linear rate is ``rho``), at most ``max_omega``. A relaxed block that
+    does not reduce the error sets ``omega`` back to 1 and the rate is
+    estimated again: far from the solution relaxation need not converge.
+    The last ``f`` update of each block is plain, so the row marginal is
+    exact and the error checked is that of the plan returned. Slow
+    problems (clustered data at a small epsilon: thousands of iterations)
+    take several times fewer iterations; fast ones are unchanged (``rho``
+    small gives ``omega`` near 1).
+
+    Attributes:
+      max_omega: the largest relaxation, in ``[1, 2)``.
+
+    References:
+      Thibault, Chizat, Dossal and Papadakis, "Overrelaxed Sinkhorn-Knopp
+      algorithm for regularized optimal transport", Algorithms 2021.
+      Lehmann, von Renesse, Sambale and Uschmajew, "A note on
+      overrelaxation in the Sinkhorn algorithm", Optimization Letters 2022.
+    """
+
+    max_omega: float = 1.9
+
+    def __post_init__(self):
+        object.__setattr__(
+            self, "max_omega",
+            _validate.check_in_range(self.max_omega, "Overrelaxation max_omega", 1.0, 2.0),
+        )
 
 
 class SinkhornOutput(NamedTuple):
@@ -29,11 +145,15 @@ class SinkhornOutput(NamedTuple):
       g: the dual potential of ``y``, ``[m]``. ``f`` and ``g`` are returned in
         the gauge ``<a, f> = <b, g>`` (they are otherwise defined up to
         ``f + c``, ``g - c``).
-      converged: whether ``error <= threshold``, a bool scalar.
+      converged: whether ``error <= threshold`` and ``cost``,
+        ``regularized_cost``, ``f`` and ``g`` are finite, a bool scalar.
       iterations: the number of Sinkhorn iterations run (each one updates
-        ``g`` then ``f``), an int32 scalar.
-      error: the marginal error of ``P``, ``sum_j |sum_i P_ij - b_j|`` (the
-        row marginal of ``P`` equals ``a`` by construction), a scalar.
+        ``g`` then ``f``; epsilon-scaling's iterations included), an int32
+        scalar.
+      error: the marginal error of the returned plan ``P``,
+        ``sum_i |sum_j P_ij - a_i| + sum_j |sum_i P_ij - b_j|`` (the first
+        term is rounding only: the last update makes the row sums ``a``), a
+        scalar.
       plan: the plan ``P``, ``[n, m]``, with ``return_plan=True``; else None.
     """
 
@@ -89,13 +209,19 @@ def _check_weights(w: Any, size: int, name: str, points: str) -> None:
 
 
 def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-             num_iterations):
+             num_iterations, epsilon_scaling, overrelaxation):
     """Validates the inputs and casts the arrays to one floating dtype.
 
     Returns ``(x, y, a, b, epsilon, threshold, static)``, ``static`` the
     keyword arguments of the jitted solvers that are compile-time constants.
     """
     count = functools.partial(_validate.check_int, minimum=1, static=True)
+    if epsilon_scaling is not None:
+        _validate.check_instance(epsilon_scaling, "epsilon_scaling", EpsilonScaling,
+                                 "an EpsilonScaling or None")
+    if overrelaxation is not None:
+        _validate.check_instance(overrelaxation, "overrelaxation", Overrelaxation,
+                                 "an Overrelaxation or None")
     static = dict(
         cost=cost,
         max_iterations=count(max_iterations, "max_iterations"),
@@ -103,6 +229,8 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
         num_iterations=(
             None if num_iterations is None else count(num_iterations, "num_iterations")
         ),
+        epsilon_scaling=epsilon_scaling,
+        overrelaxation=overrelaxation,
     )
     _validate.check_positive_scalar(threshold, "threshold")
     x = jnp.asarray(x)
@@ -122,6 +250,10 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
     if cost not in _COSTS:
         raise ValueError(f"cost must be one of {_COSTS}, got {cost!r}.")
     _validate.check_positive_scalar(epsilon, "epsilon")
+    # Eager calls refuse NaN and inf points (under jit they propagate, and
+    # converged is False).
+    _validate.check_finite_array(x, "x")
+    _validate.check_finite_array(y, "y")
     n, m = x.shape[0], y.shape[0]
     if a is not None:
         _check_weights(a, n, "a", "x")
@@ -137,38 +269,103 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
             jnp.asarray(threshold, dtype), static)
 
 
-# ----------------------------------------------------------------- kernels
+# ------------------------------------------------------------ ground costs
+#
+# Dot products are written as sums of products: on GPUs a float32 jnp.dot
+# may run in reduced precision (TF32), and these feed costs of any size.
 
 
-def _cost_matrix(x, y, cost):
-    """``[n, m]`` ground costs ``|x_i - y_j|^2`` or ``|x_i - y_j|``."""
-    # The cost is translation invariant: centring both clouds on their common
-    # mean first keeps the expansion |x|^2 + |y|^2 - 2 x.y accurate for clouds
-    # far from the origin (the cancellation is relative to their spread).
-    center = lax.stop_gradient(
-        (jnp.sum(x, 0) + jnp.sum(y, 0)) / (x.shape[0] + y.shape[0])
-    )
-    x = x - center
-    y = y - center
+def _inner(x, v):
+    """``[n]`` inner products ``<x_i, v>``, in full precision."""
+    return jnp.sum(x * v, axis=-1)
+
+
+def _weighted_mean(x, w):
+    """``sum_i w_i x_i``, ``[d]``."""
+    return jnp.sum(w[:, None] * x, axis=0)
+
+
+def _squared_distances(x, y):
+    """``[n, m]`` squared distances ``|x_i - y_j|^2``.
+
+    Summed coordinate by coordinate from the differences when ``d`` is small
+    (exact up to rounding of each term: no cancellation, exactly 0 on
+    identical points); otherwise expanded as ``|x|^2 + |y|^2 - 2 x.y``, a
+    matrix product whose cancellation is relative to ``|x|^2 + |y|^2``: the
+    callers centre the clouds first.
+    """
+    d = x.shape[1]
+    if d <= _COORDINATE_SUM_MAX_DIM:
+        total = jnp.zeros((x.shape[0], y.shape[0]), x.dtype)
+        for k in range(d):
+            total = total + jnp.square(x[:, k, None] - y[None, :, k])
+        return total
     cross = jnp.matmul(x, y.T, precision=lax.Precision.HIGHEST)
     sq = jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :] - 2 * cross
-    sq = jnp.maximum(sq, 0)
-    if cost == "sqeuclidean":
-        return sq
-    # sqrt has an infinite derivative at 0; use 0 there (a subgradient).
+    return jnp.maximum(sq, 0)
+
+
+def _safe_sqrt(sq):
+    """``sqrt`` with derivative 0 (a subgradient of the norm) at 0, not inf."""
     positive = sq > 0
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
 
 
-def _self_cost_matrix(x, cost):
-    """``[n, n]`` ground costs of ``x`` to itself, with an exact zero diagonal.
+def _distances(x, y):
+    """``[n, m]`` distances ``|x_i - y_j|``, from the differences (exactly 0 on identical points)."""
+    if x.shape[1] <= _COORDINATE_SUM_MAX_DIM:
+        sq = _squared_distances(x, y)
+    else:
+        sq = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
+    return _safe_sqrt(sq)
 
-    The expansion ``|x|^2 + |x|^2 - 2 x.x`` leaves rounding noise on the
-    diagonal; for ``"euclidean"`` its square root would be ``O(sqrt(eps))``
-    instead of 0, with a spurious, large derivative.
+
+def _ground_cost(x, y, a, b, cost):
+    """The cost ``C_ij = c_ij + u_i + v_j``, split into ``(c, u, v)``.
+
+    ``u_i + v_j`` is a separable part that does not change the plan (it
+    shifts the potentials: ``f = f_c + u``, ``g = g_c + v``) and ``c`` is
+    what is left, small whatever the clouds' position. With ``p``, ``q``
+    the weighted means of ``x`` and ``y``, ``x~ = x - p``, ``y~ = y - q``
+    and ``delta = p - q``:
+
+    * ``"sqeuclidean"``: exactly ``|x_i - y_j|^2 = |x~_i - y~_j|^2 +
+      (2 <delta, x~_i> + |delta|^2) - 2 <delta, y~_j>``, so
+      ``c = |x~_i - y~_j|^2`` is computed from centred clouds with no
+      cancellation, however far apart they are.
+    * ``"euclidean"``: ``u_i + v_j = |delta| + <e, x~_i - y~_j>`` with
+      ``e = delta / |delta|`` (the tangent plane of the norm at ``delta``,
+      a lower bound), and ``c = |x_i - y_j| - u_i - v_j >= 0``; its
+      rounding error is that of ``|x_i - y_j|`` itself.
     """
-    c = _cost_matrix(x, x, cost)
+    p, q = _weighted_mean(x, a), _weighted_mean(y, b)
+    xc, yc = x - p, y - q
+    delta = p - q
+    if cost == "sqeuclidean":
+        c = _squared_distances(xc, yc)
+        u = 2 * _inner(xc, delta) + jnp.sum(delta * delta)
+        v = -2 * _inner(yc, delta)
+        return c, u, v
+    norm = _safe_sqrt(jnp.sum(delta * delta))
+    e = jnp.where(norm > 0, delta / jnp.where(norm > 0, norm, 1), 0)
+    u = norm + _inner(xc, e)
+    v = -_inner(yc, e)
+    return _distances(x, y) - u[:, None] - v[None, :], u, v
+
+
+def _self_cost(x, a, cost):
+    """``[n, n]`` ground costs of ``x`` to itself, with an exact zero diagonal."""
+    if cost == "sqeuclidean":
+        xc = x - _weighted_mean(x, a)
+        c = _squared_distances(xc, xc)
+    else:
+        c = _distances(x, x)
+    # Exact already when computed from the differences; the expansion leaves
+    # rounding noise on the diagonal.
     return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0, c)
+
+
+# ----------------------------------------------------------------- kernels
 
 
 def _safe_log(w):
@@ -186,20 +383,25 @@ def _expand_other(v, axis):
     return v[None, :] if axis == 1 else v[:, None]
 
 
-def _logsumexp_exact(h, c_hat, axis):
-    """``LSE over axis of (h - c_hat)``, stabilised by the exact maximum."""
+def _scaled(c_hat, scale):
+    return c_hat if scale is None else scale * c_hat
+
+
+def _logsumexp_exact(h, c_hat, axis, scale=None):
+    """``LSE over axis of (h - scale c_hat)``, stabilised by the exact maximum."""
     # The maximum is written as -min(c_hat - h) rather than max(h - c_hat):
     # XLA would otherwise share (materialise) the [n, m] difference between
     # the two passes instead of recomputing it from c_hat in each.
-    top = -jnp.min(c_hat - _expand_other(h, axis), axis=axis)
+    top = -jnp.min(_scaled(c_hat, scale) - _expand_other(h, axis), axis=axis)
     top = jnp.where(jnp.isfinite(top), top, 0)
-    total = jnp.sum(jnp.exp(_expand_other(h, axis) - c_hat - _expand(top, axis)), axis=axis)
+    total = jnp.sum(
+        jnp.exp(_expand_other(h, axis) - _scaled(c_hat, scale) - _expand(top, axis)), axis=axis
+    )
     return top + jnp.log(total)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _logsumexp(h, c_hat, shift, axis):
-    """``LSE over axis of (h - c_hat)`` in one pass over ``c_hat``.
+def _shifted_logsumexp(h, c_hat, shift, axis, scale=None):
+    """``LSE over axis of (h - scale c_hat)`` in one pass over ``c_hat``.
 
     ``shift`` (a vector over the kept axis) is a guess of the result: the
     previous iterate's value. The sum ``exp(h - c_hat - shift)`` then takes a
@@ -209,20 +411,28 @@ def _logsumexp(h, c_hat, shift, axis):
     ``exp(-|log tiny| / 2)``), the exact two-pass form is used instead. That
     fallback is a ``while_loop`` of 0 or 1 trips, so under ``vmap`` it runs
     only when some problem of the batch needs it (a ``cond`` would run both
-    branches for every problem).
+    branches for every problem). ``scale`` (a scalar, None for 1) multiplies
+    ``c_hat`` inside the pass, so epsilon-scaling needs no rescaled copy.
     """
     total = jnp.sum(
-        jnp.exp(_expand_other(h, axis) - c_hat - _expand(shift, axis)), axis=axis
+        jnp.exp(_expand_other(h, axis) - _scaled(c_hat, scale) - _expand(shift, axis)),
+        axis=axis,
     )
     out = shift + jnp.log(total)
     floor = 0.5 * math.log(jnp.finfo(c_hat.dtype).tiny)
     bad = jnp.any(~(jnp.isfinite(out) & (out - shift > floor)))
 
     def fallback(carry):
-        return _logsumexp_exact(h, c_hat, axis), jnp.zeros_like(carry[1])
+        return _logsumexp_exact(h, c_hat, axis, scale), jnp.zeros_like(carry[1])
 
     out, _ = lax.while_loop(lambda carry: carry[1], fallback, (out, bad))
     return out
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _logsumexp(h, c_hat, shift, axis):
+    """``_shifted_logsumexp`` with a backward pass that stores no ``[n, m]`` array."""
+    return _shifted_logsumexp(h, c_hat, shift, axis)
 
 
 def _logsumexp_fwd(h, c_hat, shift, axis):
@@ -267,56 +477,169 @@ def _column_error(g_old, g_new, b):
 def _initial_potentials(a, b, dtype):
     """``f / epsilon = -log a``, ``g = 0``: the scalings ``u = v = 1``.
 
-    The start of Algorithm 1 (``b = 1``), of OTT-JAX and of POT, so that a
-    fixed number of iterations gives the same iterates as theirs.
+    The start of Algorithm 1 (``b = 1``), of OTT-JAX and of POT, applied to
+    the cost ``c`` left once ``_ground_cost`` has removed the separable part
+    ``u_i + v_j`` of ``C``: for ``C`` it is the start ``f = u - epsilon log
+    a``, ``g = v``. The iterates are those of POT and OTT-JAX on ``c`` (or
+    on ``C`` from that start) and do not depend on where the clouds are.
     """
     f_hat = jnp.where(a > 0, -_safe_log(a), 0).astype(dtype)
     return f_hat, jnp.zeros(b.shape, dtype)
 
 
 def _fix_gauge(f, g, a, b):
-    shift = 0.5 * (jnp.vdot(a, f) - jnp.vdot(b, g))
+    shift = 0.5 * (jnp.sum(a * f) - jnp.sum(b * g))
     return f - shift, g + shift
 
 
-def _iterate_to_threshold(c, a, b, epsilon, threshold, max_iterations, inner_iterations):
+
+# ----------------------------------------------------------------- solvers
+
+
+def _epsilon_schedule(c, epsilon, scaling):
+    """The first epsilon and the number of scales of epsilon-scaling.
+
+    The scales are ``first * decay^k`` for ``k < count``, all ``> epsilon``
+    (``first * decay^count <= epsilon``); ``count = 0`` when ``first <=
+    epsilon``.
+    """
+    if scaling.initial is None:
+        first = jnp.max(c) - jnp.min(c)
+    else:
+        first = jnp.asarray(scaling.initial, c.dtype)
+    ratio = first / epsilon
+    count = jnp.ceil(jnp.log(jnp.where(ratio > 1, ratio, 1)) / -math.log(scaling.decay))
+    # A non-finite cost (NaN or inf inputs) gives no scales.
+    count = jnp.where(jnp.isfinite(count), count, 0)
+    return first, count.astype(jnp.int32)
+
+
+def _times(s, v):
+    return v if s is None else s * v
+
+
+def _relax(old, new, omega):
+    """``old + omega (new - old)``; ``new`` when ``omega`` is None (plain Sinkhorn)."""
+    return new if omega is None else old + omega * (new - old)
+
+
+def _iterate_to_threshold(c, a, b, epsilon, threshold, max_iterations, inner_iterations,
+                          scaling, relaxation):
     """Sinkhorn in a ``while_loop`` until the marginal error is ``<= threshold``.
 
-    Returns ``(f, g, error, iterations)`` with ``f``, ``g`` unscaled and in the
-    gauge ``<a, f> = <b, g>``.
+    ``scaling``: an ``EpsilonScaling`` or None; ``relaxation``: an
+    ``Overrelaxation`` or None. Returns ``(f, g, iterations)`` with ``f``,
+    ``g`` unscaled and in the gauge ``<a, f> = <b, g>``.
+
+    The potentials are carried over ``epsilon`` (``f_hat = f / epsilon``)
+    at every scale: at ``epsilon_k = epsilon / s`` the updates are
+    ``g_hat = -LSE_i(log a_i + s (f_hat_i - c_hat_ij)) / s`` (``s = 1`` at
+    the target), so the matrix ``c_hat = c / epsilon`` is computed once.
     """
+    dtype = c.dtype
     c_hat = c / epsilon
     log_a, log_b = _safe_log(a), _safe_log(b)
-    f_start, g_start = _initial_potentials(a, b, c.dtype)
+    if scaling is not None:
+        first, count = _epsilon_schedule(c, epsilon, scaling)
+        decay = jnp.asarray(scaling.decay, dtype)
 
-    def iteration(f_hat, g_hat):
-        g_hat = _g_update(f_hat, g_hat, c_hat, log_a)
-        return _f_update(f_hat, g_hat, c_hat, log_b), g_hat
+    def scale(k):
+        """``epsilon / epsilon_k``, 1 from ``k = count`` on; None without scaling."""
+        if scaling is None:
+            return None
+        epsilon_k = first * decay ** k.astype(dtype)
+        return jnp.where(k < count, epsilon / epsilon_k, 1).astype(dtype)
 
-    # Invariant of the carry: f_hat is the row update of g_hat, g_next is the
-    # column update of f_hat and error the marginal error of (f_hat, g_hat),
-    # found while computing g_next. A block of inner_iterations iterations
-    # therefore costs exactly 2 * inner_iterations passes, error check included.
-    def body(carry):
-        f_hat, _, g_next, _, it = carry
-        g_hat = g_next
-        f_hat = _f_update(f_hat, g_hat, c_hat, log_b)
-        f_hat, g_hat = lax.fori_loop(
-            0, inner_iterations - 1, lambda _, fg: iteration(*fg), (f_hat, g_hat)
-        )
-        g_next = _g_update(f_hat, g_hat, c_hat, log_a)
-        error = _column_error(g_hat, g_next, b)
-        return f_hat, g_hat, g_next, error, it + inner_iterations
+    def g_update(f_hat, g_hat, s):
+        h = _times(s, f_hat) + log_a
+        return -_shifted_logsumexp(h, c_hat, -_times(s, g_hat), 0, s) / (1 if s is None else s)
 
-    def cond(carry):
-        error, it = carry[3], carry[4]
-        return (it < max_iterations) & ~(error <= threshold)
+    def f_update(f_hat, g_hat, s):
+        h = _times(s, g_hat) + log_b
+        return -_shifted_logsumexp(h, c_hat, -_times(s, f_hat), 1, s) / (1 if s is None else s)
 
-    g_first = _g_update(f_start, g_start, c_hat, log_a)
-    init = (f_start, g_start, g_first, jnp.asarray(jnp.inf, c.dtype), jnp.int32(0))
-    f_hat, g_hat, _, error, it = lax.while_loop(cond, body, init)
+    def gauge(f_hat, g_hat, g_next):
+        # <a, f> = <b, g>: without it the start -log(a) / s_0 of epsilon-scaling
+        # would leave opposite offsets of ~log(n) epsilon_0 / epsilon in f and
+        # g, whose cancellation in f + g - c costs precision. g_next, the
+        # column update of f_hat, moves with f_hat.
+        shift = 0.5 * (jnp.sum(a * f_hat) - jnp.sum(b * g_hat))
+        return f_hat - shift, g_hat + shift, g_next + shift
+
+    # Invariant of the carry: f_hat is the (plain) row update of g_hat,
+    # g_next the column update of f_hat and error the marginal error of
+    # (f_hat, g_hat), found while computing g_next, all at scale k. A block
+    # of inner_iterations iterations therefore costs exactly
+    # 2 * inner_iterations passes, error check included. omega (the
+    # relaxation), prev (the last error) and plain_prev (the last error of a
+    # plain block) steer Overrelaxation.
+    def body(state):
+        f_hat, g_hat, g_next, _, it, k, omega, prev, plain_prev = state
+        s = scale(k)
+        w = None if relaxation is None else omega
+        g_hat = _relax(g_hat, g_next, w)
+        # The block's last f update is plain: the row marginal is then exact
+        # and error the marginal error of the plan (f_hat, g_hat).
+        f_hat = _relax(f_hat, f_update(f_hat, g_hat, s), w if inner_iterations > 1 else None)
+
+        def iteration(i, fg):
+            f_hat, g_hat = fg
+            g_hat = _relax(g_hat, g_update(f_hat, g_hat, s), w)
+            f_new = f_update(f_hat, g_hat, s)
+            if w is None:
+                return f_new, g_hat
+            return jnp.where(i == inner_iterations - 1, f_new, _relax(f_hat, f_new, w)), g_hat
+
+        f_hat, g_hat = lax.fori_loop(1, inner_iterations, iteration, (f_hat, g_hat))
+        g_next = g_update(f_hat, g_hat, s)
+        error = _column_error(_times(s, g_hat), _times(s, g_next), b)
+        f_hat, g_hat, g_next = gauge(f_hat, g_hat, g_next)
+        it = it + inner_iterations
+        if relaxation is not None:
+            worse = (omega > 1) & ~(error <= prev)
+            plain = omega == 1
+            rho = jnp.minimum(error / plain_prev, 1) ** (1 / inner_iterations)
+            estimate = jnp.minimum(2 / (1 + jnp.sqrt(1 - rho)), relaxation.max_omega)
+            estimate = jnp.where(jnp.isfinite(estimate), estimate, 1)
+            omega = jnp.where(worse, 1, jnp.where(plain & (plain_prev < jnp.inf), estimate,
+                                                   omega)).astype(dtype)
+            plain_prev = jnp.where(worse, jnp.inf, jnp.where(plain, error, plain_prev))
+            prev = error
+        if scaling is not None:
+            # Converged at an intermediate scale: on to the next one (straight
+            # to the target once half the budget is spent), with a fresh
+            # g_next (a 0- or 1-trip while_loop: under vmap it runs only for
+            # the problems that move on).
+            rushed = it >= max_iterations // 2
+            advance = ((error <= jnp.maximum(threshold, scaling.threshold)) | rushed) & (k < count)
+            k = jnp.where(advance, jnp.where(rushed, count, k + 1), k)
+            g_next, _ = lax.while_loop(
+                lambda carry: carry[1],
+                lambda carry: (g_update(f_hat, g_hat, scale(k)), jnp.zeros_like(carry[1])),
+                (g_next, advance),
+            )
+            error = jnp.where(advance, jnp.inf, error)
+            omega = jnp.where(advance, 1, omega).astype(dtype)
+            prev = jnp.where(advance, jnp.inf, prev)
+            plain_prev = jnp.where(advance, jnp.inf, plain_prev)
+        return f_hat, g_hat, g_next, error, it, k, omega, prev, plain_prev
+
+    def cond(state):
+        error, it = state[3], state[4]
+        # A NaN error (non-finite inputs) stops at once: it cannot converge.
+        return (it < max_iterations) & ~(error <= _STOP * threshold) & ~jnp.isnan(error)
+
+    k = jnp.int32(0)
+    f_start, g_start = _initial_potentials(a, b, dtype)
+    if scaling is not None:
+        f_start = f_start / scale(k)  # -log(a) at epsilon_0
+    g_first = g_update(f_start, g_start, scale(k))
+    f_start, g_start, g_first = gauge(f_start, g_start, g_first)
+    inf = jnp.asarray(jnp.inf, dtype)
+    init = (f_start, g_start, g_first, inf, jnp.int32(0), k, jnp.ones((), dtype), inf, inf)
+    f_hat, g_hat, _, _, it, *_ = lax.while_loop(cond, body, init)
     f, g = _fix_gauge(epsilon * f_hat, epsilon * g_hat, a, b)
-    return f, g, error, it
+    return f, g, it
 
 
 def _iterate_fixed(c, a, b, epsilon, num_iterations):
@@ -348,7 +671,8 @@ def _iterate_symmetric_to_threshold(c, a, epsilon, threshold, max_iterations,
                                     inner_iterations):
     """Symmetric Sinkhorn in a ``while_loop`` until the marginal error is ``<= threshold``.
 
-    Returns ``(f, error, iterations)`` with ``f`` unscaled.
+    Returns ``(f, iterations)`` with ``f`` unscaled. (No epsilon-scaling or
+    over-relaxation: the averaged updates converge in a few dozen.)
     """
     c_hat = c / epsilon
     log_a = _safe_log(a)
@@ -369,12 +693,12 @@ def _iterate_symmetric_to_threshold(c, a, epsilon, threshold, max_iterations,
 
     def cond(carry):
         error, it = carry[2], carry[3]
-        return (it < max_iterations) & ~(error <= threshold)
+        return (it < max_iterations) & ~(error <= _STOP * threshold) & ~jnp.isnan(error)
 
     t_first = _f_update(f_start, f_start, c_hat, log_a)
     init = (f_start, t_first, jnp.asarray(jnp.inf, c.dtype), jnp.int32(0))
-    f_hat, _, error, it = lax.while_loop(cond, body, init)
-    return epsilon * f_hat, error, it
+    f_hat, _, _, it = lax.while_loop(cond, body, init)
+    return epsilon * f_hat, it
 
 
 def _iterate_symmetric_fixed(c, a, epsilon, num_iterations):
@@ -392,6 +716,10 @@ def _iterate_symmetric_fixed(c, a, epsilon, num_iterations):
 # ------------------------------------------------- implicit differentiation
 
 
+def _matvec(k, y):
+    return jnp.matmul(k, y, precision=lax.Precision.HIGHEST)
+
+
 def _optimality(f, g, c, a, b, epsilon):
     """The fixed-point residual whose root is the Sinkhorn solution.
 
@@ -402,30 +730,35 @@ def _optimality(f, g, c, a, b, epsilon):
     symmetric positive definite (``H`` alone is singular along ``(1, -1)``).
     """
     plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
-    gauge = (jnp.vdot(a, f) - jnp.vdot(b, g)) / epsilon
+    gauge = (jnp.sum(a * f) - jnp.sum(b * g)) / epsilon
     return jnp.sum(plan, 1) - a + a * gauge, jnp.sum(plan, 0) - b - b * gauge
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
-def _solve_implicit(max_iterations, inner_iterations, c, a, b, epsilon, threshold):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
+def _solve_implicit(max_iterations, inner_iterations, scaling, relaxation, c, a, b, epsilon,
+                    threshold):
     return _iterate_to_threshold(
-        c, a, b, epsilon, threshold, max_iterations, inner_iterations
+        c, a, b, epsilon, threshold, max_iterations, inner_iterations, scaling, relaxation
     )
 
 
-def _solve_implicit_fwd(max_iterations, inner_iterations, c, a, b, epsilon, threshold):
-    out = _solve_implicit(max_iterations, inner_iterations, c, a, b, epsilon, threshold)
+def _solve_implicit_fwd(max_iterations, inner_iterations, scaling, relaxation, c, a, b,
+                        epsilon, threshold):
+    out = _solve_implicit(max_iterations, inner_iterations, scaling, relaxation, c, a, b,
+                          epsilon, threshold)
     f, g = out[0], out[1]
     return out, (f, g, c, a, b, epsilon, threshold)
 
 
-def _solve_implicit_bwd(max_iterations, inner_iterations, res, out_bar):
+def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, res,
+                        out_bar):
     # Implicit function theorem at the root of _optimality:
     #   theta_bar = -(dE/dtheta)^T lam,   J lam = (f_bar, g_bar),
     # J = (H + v v^T) / eps. J is solved by conjugate gradients after a
     # diagonal (Jacobi) scaling by D = diag(P 1, P^T 1), which leaves
     # D^-1/2 H D^-1/2 = [[I, K], [K^T, I]] with eigenvalues 1 +- sigma_k(K)
-    # in [0, 2] and the gauge direction at 2.
+    # in [0, 2] and the gauge direction at 2. The fixed point does not depend
+    # on how it was reached (epsilon-scaling, over-relaxation or neither).
     f, g, c, a, b, epsilon, threshold = res
     f_bar, g_bar = out_bar[0], out_bar[1]
     plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
@@ -439,8 +772,8 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, res, out_bar):
 
     def matvec(y):
         y1, y2 = y
-        proj = jnp.vdot(s_a, y1) + jnp.vdot(s_b, y2)
-        return (y1 + k @ y2 + s_a * proj, y2 + k.T @ y1 + s_b * proj)
+        proj = jnp.sum(s_a * y1) + jnp.sum(s_b * y2)
+        return (y1 + _matvec(k, y2) + s_a * proj, y2 + _matvec(k.T, y1) + s_b * proj)
 
     rhs = (epsilon * inv_sqrt_row * f_bar, epsilon * inv_sqrt_col * g_bar)
     tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
@@ -496,7 +829,7 @@ def _solve_symmetric_implicit_bwd(max_iterations, inner_iterations, res, out_bar
     k = inv_sqrt_row[:, None] * plan * inv_sqrt_row[None, :]
     tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
     y, _ = jax.scipy.sparse.linalg.cg(
-        lambda y: y + k @ y, epsilon * inv_sqrt_row * f_bar, tol=tol,
+        lambda y: y + _matvec(k, y), epsilon * inv_sqrt_row * f_bar, tol=tol,
         maxiter=max(max_iterations, 100),
     )
     _, vjp = jax.vjp(lambda c, a, eps: _symmetric_optimality(f, c, a, eps), c, a, epsilon)
@@ -506,6 +839,7 @@ def _solve_symmetric_implicit_bwd(max_iterations, inner_iterations, res, out_bar
 
 _solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
                                  _solve_symmetric_implicit_bwd)
+
 
 
 # -------------------------------------------------------------- public API
@@ -518,23 +852,26 @@ _solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
         "max_iterations",
         "inner_iterations",
         "num_iterations",
+        "epsilon_scaling",
+        "overrelaxation",
         "return_plan",
     ),
 )
 def _sinkhorn(
     x, y, a, b, epsilon, threshold, *, cost, max_iterations, inner_iterations,
-    num_iterations, return_plan,
+    num_iterations, epsilon_scaling, overrelaxation, return_plan,
 ):
     """``sinkhorn`` on validated inputs of one dtype."""
-    c = _cost_matrix(x, y, cost)
+    c, u, v = _ground_cost(x, y, a, b, cost)
     if num_iterations is None:
-        f, g, error, iterations = _solve_implicit(
-            max_iterations, inner_iterations, c, a, b, epsilon, threshold
+        f, g, iterations = _solve_implicit(
+            max_iterations, inner_iterations, epsilon_scaling, overrelaxation, c, a, b,
+            epsilon, threshold,
         )
     else:
         f, g = _iterate_fixed(c, a, b, epsilon, num_iterations)
-        error, iterations = None, jnp.int32(num_iterations)
-    return _output(c, a, b, f, g, epsilon, threshold, error, iterations, return_plan)
+        iterations = jnp.int32(num_iterations)
+    return _output(c, u, v, a, b, f, g, epsilon, threshold, iterations, return_plan)
 
 
 @functools.partial(
@@ -553,38 +890,105 @@ def _self_transport(
     alternating ones, whose plan is nearly diagonal here, take thousands.
     ``iterations`` counts these updates (one pass over ``C`` each).
     """
-    c = _self_cost_matrix(x, cost)
+    c = _self_cost(x, a, cost)
     if num_iterations is None:
-        f, error, iterations = _solve_symmetric_implicit(
+        f, iterations = _solve_symmetric_implicit(
             max_iterations, inner_iterations, c, a, epsilon, threshold
         )
     else:
         f = _iterate_symmetric_fixed(c, a, epsilon, num_iterations)
-        error, iterations = None, jnp.int32(num_iterations)
-    return _output(c, a, a, f, f, epsilon, threshold, error, iterations, False)
+        iterations = jnp.int32(num_iterations)
+    zero = jnp.zeros_like(a)
+    return _output(c, zero, zero, a, a, f, f, epsilon, threshold, iterations, False)
 
 
-def _output(c, a, b, f, g, epsilon, threshold, error, iterations, return_plan):
-    """The ``SinkhornOutput`` of potentials ``f``, ``g``; ``error`` None: from the plan."""
-    # One pass over the plan for its cost, mass and column marginal. The
-    # plan's entries are at most about a_i (its rows sum to about a), so the
-    # exponential cannot overflow.
+def _output(c, u, v, a, b, f, g, epsilon, threshold, iterations, return_plan):
+    """The ``SinkhornOutput`` of the potentials ``f``, ``g`` of the cost ``c``.
+
+    ``c``, ``f`` and ``g`` are those of the cost less its separable part
+    ``u_i + v_j`` (see ``_ground_cost``); the separable part is added to
+    the potentials and the costs here.
+    """
+    # One pass over the plan for its cost and marginals. The plan's entries
+    # are at most about a_i (its rows sum to about a), so the exponential
+    # cannot overflow.
     plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
-    transport_cost = jnp.sum(plan * c)
-    mass = jnp.sum(plan)
-    regularized_cost = jnp.vdot(a, f) + jnp.vdot(b, g) - epsilon * (mass - 1)
-    if error is None:
-        error = jnp.sum(jnp.abs(jnp.sum(plan, 0) - b))
-    error = lax.stop_gradient(error)
+    row, col = jnp.sum(plan, 1), jnp.sum(plan, 0)
+    mass = jnp.sum(row)
+    # <P, C> = <P, c> + <P 1, u> + <P^T 1, v>, and <a, f + u> + <b, g + v>.
+    transport_cost = jnp.sum(plan * c) + jnp.sum(row * u) + jnp.sum(col * v)
+    regularized_cost = (jnp.sum(a * f) + jnp.sum(b * g) - epsilon * (mass - 1)
+                        + (jnp.sum(a * u) + jnp.sum(b * v)))
+    f, g = _fix_gauge(f + u, g + v, a, b)
+    error = lax.stop_gradient(jnp.sum(jnp.abs(row - a)) + jnp.sum(jnp.abs(col - b)))
+    finite = (jnp.isfinite(transport_cost) & jnp.isfinite(regularized_cost)
+              & jnp.all(jnp.isfinite(f)) & jnp.all(jnp.isfinite(g)))
     return SinkhornOutput(
         cost=transport_cost,
         regularized_cost=regularized_cost,
         f=f,
         g=g,
-        converged=error <= threshold,
+        converged=(error <= threshold) & finite,
         iterations=iterations,
         error=error,
         plan=plan if return_plan else None,
+    )
+
+
+def _concrete(value) -> Any:
+    """``value`` as a Python scalar in eager use; None when it is traced (jit, vmap, grad...)."""
+    try:
+        return value.item()
+    except (jax.errors.ConcretizationTypeError, jax.errors.TracerBoolConversionError,
+            jax.errors.TracerArrayConversionError, jax.errors.TracerIntegerConversionError):
+        return None
+
+
+def _warn_not_converged(function, problems, threshold, static, stacklevel):
+    """Warns ``SinkhornNotConverged`` for the unconverged ``(name, output)`` pairs.
+
+    Only in eager use: under a trace ``converged`` has no value yet.
+    """
+    parts = []
+    for name, out in problems:
+        converged = _concrete(out.converged)
+        if converged is None:
+            return  # Traced: cannot warn.
+        if converged:
+            continue
+        error, iterations = _concrete(out.error), _concrete(out.iterations)
+        costs = (_concrete(out.cost), _concrete(out.regularized_cost))
+        prefix = f"{name}: " if name else ""
+        if any(v is not None and not math.isfinite(v) for v in costs + (error,)):
+            parts.append(f"{prefix}the result is not finite after {iterations} iterations "
+                         f"(cost {costs[0]}, marginal error {error})")
+        else:
+            parts.append(f"{prefix}marginal error {error:.3g} > threshold "
+                         f"{_concrete(threshold):.3g} after {iterations} iterations")
+    if not parts:
+        return
+    if static["num_iterations"] is None:
+        fix = (f"raise max_iterations (now {static['max_iterations']})"
+               + ("" if static["epsilon_scaling"] is not None
+                  else ", use epsilon_scaling=EpsilonScaling()")
+               + ("" if static["overrelaxation"] is not None
+                  else ", use overrelaxation=Overrelaxation()")
+               + ", raise epsilon or loosen threshold")
+    else:
+        fix = (f"raise num_iterations (now {static['num_iterations']}), or iterate to "
+               "convergence with num_iterations=None")
+    threshold = _concrete(threshold)
+    if (threshold is not None and threshold < 1e-5
+            and jnp.finfo(problems[0][1].error.dtype).bits <= 32):
+        fix += (" (float32 resolves the marginal error to about 1e-6: thresholds below "
+                "1e-5 need float64)")
+    warnings.warn(
+        SinkhornNotConverged(
+            f"{function} did not converge ({'; '.join(parts)}): the value returned is not "
+            f"the entropic optimal transport cost it should be. Fix: {fix}. (Check "
+            "`converged` under jax.jit, where this cannot warn.)"
+        ),
+        stacklevel=stacklevel + 1,
     )
 
 
@@ -600,6 +1004,8 @@ def sinkhorn(
     max_iterations: int = 2000,
     inner_iterations: int = 10,
     num_iterations: Optional[int] = None,
+    epsilon_scaling: Optional[EpsilonScaling] = None,
+    overrelaxation: Optional[Overrelaxation] = Overrelaxation(),
     return_plan: bool = False,
 ) -> SinkhornOutput:
     """Entropic optimal transport between two point clouds (Sinkhorn).
@@ -611,27 +1017,73 @@ def sinkhorn(
         g_j = -epsilon log sum_i a_i exp((f_i - C_ij) / epsilon)
         f_i = -epsilon log sum_j b_j exp((g_j - C_ij) / epsilon)
 
-    starting from the scalings ``u = v = 1`` (``f = -epsilon log a``,
-    ``g = 0``), ``g`` first, as OTT-JAX and POT's ``sinkhorn_log`` do: a
-    fixed number of iterations gives their iterates. Each iteration is one of Algorithm 1's
-    ``a = 1 / K b, b = 1 / K^T a`` steps, with ``u = exp(f / epsilon)``.
+    ``g`` first, as OTT-JAX and POT's ``sinkhorn_log`` do. Each iteration
+    is one of Algorithm 1's ``a = 1 / K b, b = 1 / K^T a`` steps, with
+    ``u = exp(f / epsilon)``.
+
+    Any scale: the cost is split as ``C_ij = c_ij + u_i + v_j``, a separable
+    part ``u_i + v_j`` (which does not change the plan) and a remainder
+    ``c`` computed from the clouds centred on their weighted means; the
+    iterations run on ``c`` and the separable part is added to the
+    potentials and costs analytically. For ``"sqeuclidean"`` the split is
+    exact, ``c_ij = |x~_i - y~_j|^2`` with ``x~``, ``y~`` the centred
+    clouds: translating ``y`` by ``t`` leaves the plan unchanged and adds
+    exactly ``|t|^2 - 2 <t, x_bar - y_bar>`` (``x_bar``, ``y_bar`` the
+    weighted means) to both ``cost`` and ``regularized_cost``, in float32 as
+    in float64, however far apart the clouds are. For ``"euclidean"``,
+    ``u_i + v_j`` is the tangent plane of the norm at ``x_bar - y_bar``.
+    The iterations start from ``f = u - epsilon log a``, ``g = v`` (the
+    scalings ``u = v = 1`` of ``c``): a fixed number of iterations gives the
+    iterates of OTT-JAX and POT on ``c`` (POT's on ``C`` when it is
+    warm-started there), the same wherever the clouds are.
 
     Two modes:
 
     * convergence (the default, ``num_iterations=None``): iterates in a
       ``lax.while_loop`` until the marginal error ``sum_j |sum_i P_ij - b_j|``
-      is at most ``threshold``, checked every ``inner_iterations`` iterations
-      (at no extra cost: it falls out of the next ``g`` update), for at most
+      is at most ``threshold`` (0.9 ``threshold`` as estimated in the loop,
+      so that the error recomputed from the returned plan meets it despite
+      rounding), checked every ``inner_iterations`` iterations (at no extra
+      cost: it falls out of the next ``g`` update), for at most
       ``max_iterations`` (rounded up to a multiple of ``inner_iterations``).
-      Gradients use implicit differentiation of the fixed point (a
-      ``custom_vjp``; a conjugate-gradient solve in the backward pass), so
-      they cost about as much as a few dozen iterations and are exact at the
-      solution (accurate to about ``threshold`` for the returned one).
+      The updates are over-relaxed by default (``Overrelaxation``: adaptive,
+      a no-op on problems that converge fast), and ``epsilon_scaling``
+      (``EpsilonScaling``) runs the same loop at decreasing epsilons first,
+      each warm-starting the next (its iterations count in ``iterations``
+      and ``max_iterations``); with neither (``overrelaxation=None``) the
+      iterates are the fixed mode's. Measured (float32, threshold 1e-3):
+      between two 2,500-point samples of ``jgan.data.ring`` at
+      ``epsilon = 0.05`` plain Sinkhorn takes 6,700 iterations (30 s on 2
+      CPU cores), epsilon-scaling alone 4,230, over-relaxation 810 (3 s) and
+      both 560 (2 s).
+      Epsilon-scaling is not the default: on problems that converge in
+      10-100 plain iterations it adds 30-150 (each scale costs at least
+      ``inner_iterations``), and on (near-)identical clouds it can slow the
+      last phase; use it for clustered data at a small epsilon (a ring or
+      grid of modes: 1.5-2.5 times fewer iterations than over-relaxation
+      alone) and for tight thresholds at a tiny epsilon (8 points at
+      ``epsilon = 1e-3``, threshold 1e-9 in float64: 140 iterations where
+      neither plain nor over-relaxed Sinkhorn gets there in 50,000).
+      Gradients use implicit differentiation of the
+      fixed point (a ``custom_vjp``; a conjugate-gradient solve in the
+      backward pass), so they cost about as much as a few dozen iterations
+      and are exact at the solution (accurate to about ``threshold`` for the
+      returned one), whichever way it was reached.
     * fixed iterations (``num_iterations=T``): exactly ``T`` iterations in a
-      ``lax.scan``, which ``vmap``s over batches of problems without waiting
-      for the slowest. Gradients differentiate the ``T`` iterations
-      themselves (unrolled reverse mode, storing O(T (n + m))).
-      ``threshold`` only sets ``converged``; ``max_iterations`` is unused.
+      ``lax.scan`` at ``epsilon`` (``epsilon_scaling`` and
+      ``overrelaxation`` are not used: plain iterates), which
+      ``vmap``s over batches of problems without waiting for the slowest.
+      Gradients differentiate the ``T`` iterations themselves (unrolled
+      reverse mode, storing O(T (n + m))). ``threshold`` only sets
+      ``converged``; ``max_iterations`` is unused.
+
+    Not converged: ``converged`` is False whenever the returned plan's
+    marginal error exceeds ``threshold`` or a result is not finite, and an
+    eager call then warns ``SinkhornNotConverged`` (naming the iterations,
+    the error and the fix). Under ``jax.jit``, ``vmap`` or another trace it
+    cannot warn: check ``converged``. Likewise NaN or inf points raise a
+    ``ValueError`` in eager calls; under a trace they give NaN, not
+    converged (the loop stops at its first check).
 
     Both modes support reverse-mode differentiation (``jax.grad``,
     ``jax.vjp``) with respect to ``x``, ``y``, ``a``, ``b`` and ``epsilon``
@@ -641,8 +1093,12 @@ def sinkhorn(
 
     Each iteration takes two passes over the ``[n, m]`` cost matrix (one
     ``exp`` per entry each), which is computed and divided by ``epsilon``
-    once. The log-sum-exps are stabilised by the previous iterate instead of
-    a separate maximum pass (see ``_logsumexp``).
+    once: from coordinate differences for ``d <= 8`` (exact, 0 on identical
+    points), else by a matrix product of the centred clouds
+    (``"sqeuclidean"``) or by differences reduced over ``d``
+    (``"euclidean"``, so identical points are exactly 0 apart). The
+    log-sum-exps are stabilised by the previous iterate instead of a
+    separate maximum pass (see ``_logsumexp``).
 
     Args:
       x: the source points, ``[n, d]``.
@@ -661,6 +1117,11 @@ def sinkhorn(
       inner_iterations: iterations between two convergence checks.
       num_iterations: if set, run exactly this many iterations in
         ``lax.scan`` (fixed-iteration mode).
+      epsilon_scaling: an ``EpsilonScaling`` (e.g. ``EpsilonScaling()``:
+        decay 0.25 from the cost's range), or None (the default) for none;
+        convergence mode only.
+      overrelaxation: an ``Overrelaxation`` (the default: adaptive, omega at
+        most 1.9), or None for none; convergence mode only.
       return_plan: also return the ``[n, m]`` plan.
 
     Returns:
@@ -668,20 +1129,32 @@ def sinkhorn(
       potentials ``f`` ``[n]`` and ``g`` ``[m]``, ``converged``,
       ``iterations``, ``error`` and ``plan`` (``[n, m]`` or None).
 
+    Raises:
+      ValueError: bad shapes, weights or hyper-parameters; in eager use, NaN
+        or inf in ``x`` or ``y``.
+
+    Warns:
+      SinkhornNotConverged: in eager use, when ``converged`` is False.
+
     References:
       Cuturi, "Sinkhorn Distances: Lightspeed Computation of Optimal
       Transport", NeurIPS 2013, Algorithm 1.
       Peyré and Cuturi, "Computational Optimal Transport", 2019, sec. 4.4
-      (log-domain updates, eq. 4.43) and 9.1.3 (implicit differentiation).
+      (log-domain updates, eq. 4.43), remark 4.22 (a separable change of
+      the cost) and 9.1.3 (implicit differentiation).
       Feydy et al., "Interpolating between Optimal Transport and MMD using
       Sinkhorn Divergences", AISTATS 2019, eq. 5 (the dual objective).
+      Schmitzer 2019 (epsilon-scaling) and Lehmann et al. 2022
+      (over-relaxation): see ``EpsilonScaling`` and ``Overrelaxation``.
     """
     x, y, a, b, epsilon, threshold, static = _prepare(
         x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-        num_iterations,
+        num_iterations, epsilon_scaling, overrelaxation,
     )
-    return _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=bool(return_plan),
-                     **static)
+    return_plan = _validate.check_bool(return_plan, "return_plan")
+    out = _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=return_plan, **static)
+    _warn_not_converged("sinkhorn", [("", out)], threshold, static, stacklevel=2)
+    return out
 
 
 def sinkhorn_divergence(
@@ -696,6 +1169,8 @@ def sinkhorn_divergence(
     max_iterations: int = 2000,
     inner_iterations: int = 10,
     num_iterations: Optional[int] = None,
+    epsilon_scaling: Optional[EpsilonScaling] = None,
+    overrelaxation: Optional[Overrelaxation] = Overrelaxation(),
 ) -> SinkhornDivergenceOutput:
     """The debiased Sinkhorn divergence between two point clouds.
 
@@ -704,7 +1179,9 @@ def sinkhorn_divergence(
     the entropic OT value including ``epsilon KL``), as in Feydy et al. and
     OTT-JAX's ``sinkhorn_divergence``. With that choice ``S >= 0``,
     ``S(x, x) = 0``, ``S`` is symmetric and metrises weak convergence; with
-    the transport cost ``<P, C>`` instead, ``S`` can be negative.
+    the transport cost ``<P, C>`` instead, ``S`` can be negative. With
+    ``"sqeuclidean"``, translating ``y`` by ``t`` adds exactly
+    ``|t|^2 - 2 <t, x_bar - y_bar>`` (see ``sinkhorn``), at any scale.
 
     ``OT_eps(x, y)`` is solved by ``sinkhorn``. The two self-transport
     problems are solved by symmetric updates of a single potential
@@ -716,14 +1193,25 @@ def sinkhorn_divergence(
     parallel updates with momentum 1/2, the same iterates), until the
     marginal error of the plan ``a_i a_j exp((f_i + f_j - C_ij) / epsilon)``
     is at most ``threshold``. This needs a few dozen updates, one pass over
-    the ``[n, n]`` cost each. Gradients: in the convergence mode, implicit
-    differentiation of the fixed point ``f = T(f)`` (a conjugate-gradient
-    solve with ``I + K``, ``K`` the Jacobi-scaled plan); in the
-    fixed-iteration mode, the ``num_iterations`` updates are differentiated.
+    the ``[n, n]`` cost each, whatever epsilon (10 on two 2,500-point ring
+    samples at ``epsilon = 0.05``): ``epsilon_scaling`` and
+    ``overrelaxation`` apply to ``OT_eps(x, y)`` only. Gradients: in the convergence
+    mode, implicit differentiation of the fixed point ``f = T(f)`` (a
+    conjugate-gradient solve with ``I + K``, ``K`` the Jacobi-scaled plan);
+    in the fixed-iteration mode, the ``num_iterations`` updates are
+    differentiated.
 
     All keyword arguments are those of ``sinkhorn``, shared by the three
     problems (``num_iterations`` counts symmetric updates for the two
-    self-transport problems).
+    self-transport problems). ``converged`` is False unless all three
+    converged; an eager call then warns ``SinkhornNotConverged``.
+
+    When ``y`` is ``x`` (the same array, or tracer under ``jit``) and ``b``
+    is ``a``, ``OT_eps(x, y)`` is ``OT_eps(x, x)``: it is solved once, by the
+    symmetric updates (``xy``, ``xx`` and ``yy`` are the same output), and
+    ``S = 0`` exactly. Between equal copies ``S`` is 0 to the solvers'
+    accuracy (about 1e-6 of the costs in float32 at the default
+    ``threshold``): ``OT_eps(x, y)`` is then solved by alternating updates.
 
     Args:
       x: the first point cloud, ``[n, d]``.
@@ -736,10 +1224,17 @@ def sinkhorn_divergence(
       max_iterations: the iteration budget of each problem.
       inner_iterations: iterations between two convergence checks.
       num_iterations: if set, a fixed number of iterations per problem.
+      epsilon_scaling: an ``EpsilonScaling`` or None, for ``OT_eps(x, y)``
+        (convergence mode only).
+      overrelaxation: an ``Overrelaxation`` or None, for ``OT_eps(x, y)``
+        (convergence mode only).
 
     Returns:
       A ``SinkhornDivergenceOutput``: ``divergence`` (a scalar), the three
       ``SinkhornOutput``s ``xy``, ``xx``, ``yy``, and ``converged``.
+
+    Warns:
+      SinkhornNotConverged: in eager use, when ``converged`` is False.
 
     References:
       Feydy et al., "Interpolating between Optimal Transport and MMD using
@@ -748,18 +1243,29 @@ def sinkhorn_divergence(
       Genevay et al., "Learning Generative Models with Sinkhorn
       Divergences", AISTATS 2018, eq. 5.
     """
+    # y is x (the same array or tracer) with the same weights: OT_eps(x, y)
+    # is OT_eps(x, x), solved once by the symmetric updates, and S = 0 exactly.
+    same = y is x and b is a
     x, y, a, b, epsilon, threshold, static = _prepare(
         x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-        num_iterations,
+        num_iterations, epsilon_scaling, overrelaxation,
     )
-    xy = _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=False, **static)
-    xx = _self_transport(x, a, epsilon, threshold, **static)
-    yy = _self_transport(y, b, epsilon, threshold, **static)
+    symmetric = {k: v for k, v in static.items()
+                 if k not in ("epsilon_scaling", "overrelaxation")}
+    xx = _self_transport(x, a, epsilon, threshold, **symmetric)
+    if same:
+        xy = yy = xx
+    else:
+        xy = _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=False, **static)
+        yy = _self_transport(y, b, epsilon, threshold, **symmetric)
     divergence = xy.regularized_cost - 0.5 * (xx.regularized_cost + yy.regularized_cost)
-    return SinkhornDivergenceOutput(
+    out = SinkhornDivergenceOutput(
         divergence=divergence,
         xy=xy,
         xx=xx,
         yy=yy,
         converged=xy.converged & xx.converged & yy.converged,
     )
+    _warn_not_converged("sinkhorn_divergence", [("xy", xy), ("xx", xx), ("yy", yy)],
+                        threshold, static, stacklevel=2)
+    return out
