@@ -838,24 +838,14 @@ SINKHORN_CASES = [
     case(lambda: _sinkhorn(overrelaxation=1.5), TypeError, "overrelaxation must be an Overrelaxation",
          "metrics.sinkhorn-overrelaxation-float"),
     case(lambda: _sinkhorn(x=X4.astype(jnp.complex64)), ValueError, "must be real", "metrics.sinkhorn-complex"),
-    case(lambda: _sinkhorn(x=with_value(X4, (0, 0), NAN)), ValueError, "x holds", "metrics.sinkhorn-x-nan",
-         xfail("sinkhorn with NaN in x returns NaN with a SinkhornNotConverged warning (whose fix"
-               " suggests raising max_iterations) instead of an error naming x")),
-    case(lambda: _sinkhorn(y=with_value(Y4, (1, 1), INF)), ValueError, "y holds", "metrics.sinkhorn-y-inf",
-         xfail("sinkhorn with inf in y returns NaN with a SinkhornNotConverged warning instead of an"
-               " error naming y")),
+    case(lambda: _sinkhorn(x=with_value(X4, (0, 0), NAN)), ValueError, "x holds", "metrics.sinkhorn-x-nan"),
+    case(lambda: _sinkhorn(y=with_value(Y4, (1, 1), INF)), ValueError, "y holds", "metrics.sinkhorn-y-inf"),
     case(lambda: _sinkhorn(return_plan="no"), TypeError, "return_plan must be a bool",
-         "metrics.sinkhorn-return_plan-str",
-         xfail("return_plan='no' is taken by truthiness (bool('no') is True)")),
-    case(lambda: _sinkhorn(epsilon=True), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-bool",
-         xfail("sinkhorn(epsilon=True) solves at epsilon = 1.0: check_positive_scalar accepts a bool")),
-    case(lambda: _sinkhorn(epsilon="0.5"), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-str",
-         xfail("sinkhorn(epsilon='0.5') solves at epsilon = 0.5: check_positive_scalar accepts a numeric string")),
-    case(lambda: _sinkhorn(epsilon=None), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-None",
-         xfail("sinkhorn(epsilon=None) fails inside float(): 'float() argument must be a string or a real"
-               " number, not NoneType', without naming epsilon")),
-    case(lambda: _sinkhorn(threshold=True), TypeError, "threshold must be a", "metrics.sinkhorn-threshold-bool",
-         xfail("sinkhorn(threshold=True) iterates to a threshold of 1.0")),
+         "metrics.sinkhorn-return_plan-str"),
+    case(lambda: _sinkhorn(epsilon=True), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-bool"),
+    case(lambda: _sinkhorn(epsilon="0.5"), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-str"),
+    case(lambda: _sinkhorn(epsilon=None), TypeError, "epsilon must be a", "metrics.sinkhorn-epsilon-None"),
+    case(lambda: _sinkhorn(threshold=True), TypeError, "threshold must be a", "metrics.sinkhorn-threshold-bool"),
     case(lambda: metrics.EpsilonScaling(decay=1.0), ValueError, "EpsilonScaling decay must be in",
          "metrics.EpsilonScaling-decay-one"),
     case(lambda: metrics.EpsilonScaling(decay=0.0), ValueError, "EpsilonScaling decay must be in (0, 1)",
@@ -881,9 +871,7 @@ SINKHORN_CASES = [
     case(lambda: _divergence(num_iterations=2.5), TypeError, "num_iterations must be a Python int",
          "metrics.sinkhorn_divergence-num_iterations-float"),
     case(lambda: _divergence(x=with_value(X4, (2, 1), NAN)), ValueError, "x holds",
-         "metrics.sinkhorn_divergence-x-nan",
-         xfail("sinkhorn_divergence with NaN in x returns NaN with a SinkhornNotConverged warning"
-               " instead of an error naming x")),
+         "metrics.sinkhorn_divergence-x-nan"),
 ]
 
 FRECHET_CASES = [
