@@ -28,6 +28,11 @@ table and collects them into the ``--out`` JSON):
   numpy from differences ``a - b`` (exact on float32 inputs), ``kid`` against
   exact rational arithmetic (Python fractions), ``fid`` against numpy's
   covariances and scipy's ``sqrtm`` (pytorch-fid's formula).
+- ``sinkhorn_accuracy``: ``sinkhorn_divergence`` and ``sinkhorn(...).cost``
+  (epsilon 0.05, threshold 1e-5) in float32 (and float64) with ``y``, or
+  both clouds, moved by ``|c|`` = 0, 1e3, 1e6, against float64 OTT-JAX and
+  POT values of the unmoved clouds plus the exact translation identity
+  ``|c|^2 - 2 <c, x_bar - y_bar>`` of the squared Euclidean cost.
 
 Usage::
 
@@ -53,10 +58,11 @@ import numpy as np
 
 from examples import _harness as harness
 from examples._harness import option
-from jgan.metrics import frechet_distance, sinkhorn
+from jgan.metrics import SinkhornNotConverged, frechet_distance, sinkhorn, sinkhorn_divergence
 from jgan.metrics import fid, kid, mmd2
 
-SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet", "mmd_fid_accuracy")
+SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet", "mmd_fid_accuracy",
+            "sinkhorn_accuracy")
 
 
 def _median_time(fn, repeats):
@@ -340,6 +346,79 @@ def mmd_fid_accuracy(offsets, seed=0):
     return rows
 
 
+def _sinkhorn_references(x, y, epsilon):
+    """``{"divergence": S, "transport_cost": <P, C>}`` in float64: OTT-JAX and POT.
+
+    Their thresholds (1e-6 on OTT's L1, 1e-7 on POT's L2 marginal error)
+    leave relative errors below 1e-6 here (against 1e-8 and 1e-9: 1.4e-7 and
+    4e-7 at n = 256, epsilon = 0.05), far below float32's.
+    """
+    import ot
+    from ott.geometry import pointcloud
+    from ott.tools import sinkhorn_divergence as ott_divergence
+
+    with jax.enable_x64(True):
+        divergence, _ = ott_divergence.sinkhorn_divergence(
+            pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), epsilon=epsilon,
+            solve_kwargs=dict(threshold=1e-6, max_iterations=100_000),
+        )
+    n, m = len(x), len(y)
+    transport = ot.sinkhorn2(np.full(n, 1 / n), np.full(m, 1 / m), ot.dist(x, y), epsilon,
+                             method="sinkhorn_log", numItermax=200_000, stopThr=1e-7)
+    return {"divergence": float(divergence), "transport_cost": float(transport)}
+
+
+def sinkhorn_accuracy(offsets, epsilon=0.05, n=256, threshold=1e-5, seed=0):
+    """Float32 (and float64) ``sinkhorn_divergence`` and ``sinkhorn(...).cost`` far from the origin.
+
+    ``x``, ``y`` ~ N(0, 1) ``[n, 2]``; ``y`` (or both clouds) is moved by
+    ``c`` with ``|c| = offset`` and rounded to float32. The reference is
+    exact for those float32 points: the float64 value (OTT-JAX's
+    ``sinkhorn_divergence``, POT's ``sinkhorn2``) of
+    ``x`` and ``y~ = y32 - c`` (in float64), plus the translation identity
+    of the squared Euclidean cost, ``|c|^2 - 2 <c, mean(x) - mean(y~)>``
+    (0 when both moved). jgan runs at ``threshold`` 1e-5 (the default 1e-3
+    leaves a convergence error of about 1e-3 in the transport cost, in
+    float64 as in float32, which would hide float32's own), otherwise at its
+    defaults. ``rel_err_*`` is ``|jgan - ref| / |ref|``; ``converged`` is
+    float32's.
+    """
+    rng = np.random.default_rng(seed)
+    x0, y0 = rng.normal(size=(n, 2)), rng.normal(size=(n, 2))
+    direction = np.array([0.6, 0.8])
+    cases = [(0.0, "-")] + [(o, moved) for o in offsets if o != 0 for moved in ("y", "x and y")]
+    rows = []
+    for offset, moved in cases:
+        c = offset * direction
+        x32 = (x0 + c if moved == "x and y" else x0).astype(np.float32)
+        y32 = (y0 + c).astype(np.float32)
+        x_back = x32.astype(np.float64) - (c if moved == "x and y" else 0)
+        y_back = y32.astype(np.float64) - c
+        shift = 0.0 if moved == "x and y" else float(c @ c - 2 * c @ (x_back.mean(0) - y_back.mean(0)))
+        references = _sinkhorn_references(x_back, y_back, epsilon)
+        runs = {
+            "divergence": lambda x, y: sinkhorn_divergence(x, y, epsilon=epsilon,
+                                                           threshold=threshold),
+            "transport_cost": lambda x, y: sinkhorn(x, y, epsilon=epsilon, threshold=threshold),
+        }
+        for metric, run in runs.items():
+            reference = references[metric] + shift
+            row = dict(metric=metric, moved=moved, offset=float(offset), n=n, epsilon=epsilon,
+                       threshold=threshold, reference=reference)
+            for dtype_name, x, y in (("float32", x32, y32),
+                                     ("float64", x32.astype(np.float64), y32.astype(np.float64))):
+                with jax.enable_x64(dtype_name == "float64"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SinkhornNotConverged)  # reported as a column
+                    out = run(x, y)
+                value = float(out.divergence if metric == "divergence" else out.cost)
+                row[f"jgan_{dtype_name}"] = value
+                row[f"rel_err_{dtype_name}"] = abs(value - reference) / abs(reference)
+                if dtype_name == "float32":
+                    row["converged"] = bool(out.converged)
+            rows.append(row)
+    return rows
+
+
 def _format(value):
     if isinstance(value, float):
         if value == 0 or 1e-2 <= abs(value) < 1e5:
@@ -411,6 +490,11 @@ def _benchmark(args: Settings, _, stop) -> dict:
         "mmd_fid_accuracy": (
             "MMD², KID and FID at shared offsets: float32 and float64 versus float64 references",
             lambda: mmd_fid_accuracy(args.accuracy_offsets),
+        ),
+        "sinkhorn_accuracy": (
+            "Sinkhorn divergence and transport cost (epsilon 0.05, threshold 1e-5) with y or both "
+            "clouds moved by |c| = offset: float32 and float64 versus float64 references",
+            lambda: sinkhorn_accuracy(args.accuracy_offsets),
         ),
     }
     results = {}
