@@ -530,20 +530,25 @@ def _two_clouds(seed=0, n=64):
 
 
 def _float64_references(x, y, epsilon):
-    """``(S, <P, C>, OT_eps)`` of ``x`` to ``y`` in float64: OTT-JAX and POT."""
+    """``(S, <P, C>, OT_eps)`` of ``x`` to ``y`` in float64: OTT-JAX and POT.
+
+    Within ~1e-5 of the values (POT's plain iterations converge slowly at
+    epsilon 0.05: 20,000 of them leave 4e-6 of 0.3214): enough for the 1e-3
+    asked of float32.
+    """
     n, m = len(x), len(y)
     with jax.enable_x64(True):
         divergence, _ = ott_divergence.sinkhorn_divergence(
             pointcloud.PointCloud, jnp.asarray(x), jnp.asarray(y), epsilon=epsilon,
-            solve_kwargs=dict(threshold=1e-9, max_iterations=50_000),
+            solve_kwargs=dict(threshold=1e-7, max_iterations=50_000),
         )
         reg = linear.solve(pointcloud.PointCloud(jnp.asarray(x), jnp.asarray(y),
                                                  epsilon=epsilon),
-                           threshold=1e-9, max_iterations=50_000).reg_ot_cost
+                           threshold=1e-7, max_iterations=50_000).reg_ot_cost
         divergence, reg = float(divergence), float(reg)
     transport = ot.sinkhorn2(np.full(n, 1 / n), np.full(m, 1 / m),
                              _numpy_cost(x, y, "sqeuclidean"), epsilon,
-                             method="sinkhorn_log", numItermax=200_000, stopThr=1e-12)
+                             method="sinkhorn_log", numItermax=20_000, stopThr=1e-8, warn=False)
     return divergence, float(transport), reg
 
 
