@@ -4,28 +4,14 @@ identical statistics."""
 
 import jax
 import numpy as np
-import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from jgan.metrics import fid, frechet_distance, mmd2  # noqa: E402
+from jgan.metrics import fid, frechet_distance, mmd2
+from test_mmd import _direct_mmd2  # The float64 reference, one copy.
 
 _SETTINGS = settings(deadline=None, max_examples=25, derandomize=True)
-
-
-def _direct_mmd2(x, y, bandwidth):
-    """Unbiased Gaussian MMD² in float64 from differences (exact on float32 inputs)."""
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-
-    def k(a, b):
-        return np.exp(-np.sum((a[:, None] - b[None]) ** 2, axis=-1) / (2 * bandwidth**2))
-
-    n, m = len(x), len(y)
-    kxx, kyy = k(x, x), k(y, y)
-    return ((kxx.sum() - np.trace(kxx)) / (n * (n - 1)) + (kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-            - 2 * k(x, y).mean())
 
 
 _seeds = st.integers(0, 2**32 - 1)

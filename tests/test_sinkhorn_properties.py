@@ -3,13 +3,10 @@ the solver's tolerance, and the exact translation identity of the squared
 Euclidean cost at offsets up to 1e6 in float32."""
 
 import numpy as np
-import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from jgan.metrics import sinkhorn, sinkhorn_divergence  # noqa: E402
+from jgan.metrics import sinkhorn, sinkhorn_divergence
 
 # Few examples: each draws a new problem for a solver run (the shapes are
 # fixed per dimension, so it compiles once per d).
