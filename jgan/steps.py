@@ -284,7 +284,7 @@ def skip_nonfinite(
 # make_gan
 
 
-def sample_scale(fake: jax.Array, real: jax.Array) -> jax.Array:
+def sample_scale(fake: jax.Array, real: jax.Array, *, axis_name: str | None = None) -> jax.Array:
     """How far generated samples spread, in units of the real batch's spread: a divergence signal.
 
     The root-mean-square distance of the generated samples from the real
@@ -296,6 +296,8 @@ def sample_scale(fake: jax.Array, real: jax.Array) -> jax.Array:
     Args:
       fake: generated samples, ``[batch, ...]``.
       real: real samples, ``[batch', ...]`` of the same trailing shape.
+      axis_name: under ``shard_map`` / ``pmap``, the mapped axis: the means
+        are over the global batch (equal-sized shards), as on one device.
 
     Returns:
       ``[]`` float32, no gradient.
@@ -306,11 +308,15 @@ def sample_scale(fake: jax.Array, real: jax.Array) -> jax.Array:
         raise ValueError(f"real is empty or fake is empty (shapes {real.shape} and {fake.shape}).")
     fake = lax.stop_gradient(fake).reshape(fake.shape[0], -1).astype(jnp.float32)
     real = lax.stop_gradient(real).reshape(real.shape[0], -1).astype(jnp.float32)
-    center = jnp.mean(real, axis=0)
-    spread = jnp.sqrt(jnp.mean(jnp.square(real - center)))
+
+    def mean(x, axis=None):  # Over the whole (global) batch under a mapped axis.
+        return pmean_floats(jnp.mean(x, axis=axis), axis_name)
+
+    center = mean(real, axis=0)
+    spread = jnp.sqrt(mean(jnp.square(real - center)))
     # A constant real batch has no spread: measure against a floor instead.
     floor = 1e-6 * jnp.sqrt(jnp.mean(jnp.square(center))) + jnp.finfo(jnp.float32).tiny
-    return jnp.sqrt(jnp.mean(jnp.square(fake - center))) / jnp.maximum(spread, floor)
+    return jnp.sqrt(mean(jnp.square(fake - center))) / jnp.maximum(spread, floor)
 
 
 
@@ -643,7 +649,7 @@ def make_gan(
                 axis_name=axis_name,
             )
         inputs = GeneratorInputs(fake=fake, real=real, adversarial=adversarial)
-        objective, extra = None, {"sample_scale": sample_scale(fake, real)}
+        objective, extra = None, {"sample_scale": sample_scale(fake, real, axis_name=axis_name)}
         for part in g_objectives:
             term, part_metrics = part(inputs)
             objective = term if objective is None else objective + term
