@@ -47,11 +47,14 @@ from jgan.models._inception import read_torch_state_dict
 from jgan.models._inception import save_fid_inception
 from jgan.models._mlp import MLPDiscriminator
 from jgan.models._mlp import MLPGenerator
+from jgan.models._upsample import ConvTranspose
+from jgan.models._upsample import subpixel_conv_transpose
 
 __all__ = [
     "check_labels",
     "ClassifierOutput",
     "ConditionalDCGANGenerator",
+    "ConvTranspose",
     "convert_fid_inception_weights",
     "DCGANDiscriminator",
     "DCGANGenerator",
@@ -81,4 +84,5 @@ __all__ = [
     "save_fid_inception",
     "split_nnx_module",
     "split_variables",
+    "subpixel_conv_transpose",
 ]

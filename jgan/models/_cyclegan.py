@@ -56,6 +56,7 @@ import jax
 import jax.numpy as jnp
 
 from jgan import _validate
+from jgan.models._upsample import ConvTranspose
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 _LEAKY_SLOPE = 0.2
@@ -115,12 +116,18 @@ class ResnetGenerator(nn.Module):
       n_blocks: residual blocks (6 for 128x128 images, 9 for 256x256).
       norm_affine: learn instance norm's scale and bias (the authors' code
         does not).
+      upsample_method: how the ``uk`` layers' transposed convolutions are
+        computed (:class:`~jgan.models.ConvTranspose`'s ``method``):
+        ``"auto"`` (the kernel derivative in the sub-pixel form on CPU),
+        ``"subpixel"`` or ``"transpose"``; the same function and parameters
+        in every case.
     """
 
     channels: int = 3
     features: int = 64
     n_blocks: int = 9
     norm_affine: bool = False
+    upsample_method: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
@@ -160,9 +167,9 @@ class ResnetGenerator(nn.Module):
         for i, width in enumerate((2 * f, f)):
             # PyTorch's ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1):
             # pad the dilated input by (k - 1 - padding, k - 1 - padding + output_padding).
-            h = nn.ConvTranspose(
+            h = ConvTranspose(
                 width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
-                kernel_init=_KERNEL_INIT, name=f"up_{i}",
+                kernel_init=_KERNEL_INIT, method=self.upsample_method, name=f"up_{i}",
             )(h)
             h = nn.relu(_instance_norm(self.norm_affine)(h))
         h = nn.Conv(self.channels, (7, 7), padding="VALID", kernel_init=_KERNEL_INIT, name="output")(reflection_pad(h, 3))

@@ -40,6 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jgan.models._upsample import ConvTranspose
+
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 _LEAKY_SLOPE = 0.2
 # Spatial size of the projected latent feature map, and how many times the
@@ -75,6 +77,10 @@ class DCGANGenerator(nn.Module):
         PyTorch's 0.1 in flax's convention).
       axis_name: if set, BatchNorm statistics are averaged over this mapped
         axis (synchronised BatchNorm under ``pmap`` / ``shard_map``).
+      upsample_method: how the transposed convolutions are computed
+        (:class:`~jgan.models.ConvTranspose`'s ``method``): ``"auto"`` (the
+        kernel derivative in the sub-pixel form on CPU), ``"subpixel"`` or
+        ``"transpose"``; the same function and parameters in every case.
     """
 
     image_size: int
@@ -82,6 +88,7 @@ class DCGANGenerator(nn.Module):
     features: int = 64
     momentum: float = 0.9
     axis_name: str | None = None
+    upsample_method: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
@@ -108,9 +115,14 @@ class DCGANGenerator(nn.Module):
         x = nn.relu(_batch_norm(train, self.momentum, self.axis_name)(x))
         for _ in range(doublings - 1):
             width //= 2
-            x = nn.ConvTranspose(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT)(x)
+            x = ConvTranspose(
+                width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT,
+                method=self.upsample_method,
+            )(x)
             x = nn.relu(_batch_norm(train, self.momentum, self.axis_name)(x))
-        x = nn.ConvTranspose(self.channels, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+        x = ConvTranspose(
+            self.channels, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT, method=self.upsample_method
+        )(x)
         return jnp.tanh(x)
 
 
