@@ -277,32 +277,36 @@ def _subpixel(inputs: jax.Array, kernel: jax.Array, options: _Options) -> jax.Ar
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
-def _kernel_derivative(inputs: jax.Array, kernel: jax.Array, options: _Options) -> jax.Array:
-    """Zeros of the output's shape, whose derivative in ``kernel`` is the transposed convolution's.
+def _conv_transpose_subpixel_kernel_derivative(inputs: jax.Array, kernel: jax.Array, options: _Options) -> jax.Array:
+    """``lax.conv_transpose`` whose derivative in ``kernel`` runs in the sub-pixel form on CPU.
 
-    ``_conv_transpose(x, stop_gradient(k)) + _kernel_derivative(x, k)`` is the
-    transposed convolution, value and derivatives of every order: the first
-    term carries the value and the derivative in ``x``; this one the
-    derivative in ``k``, ``conv_transpose(x, dk)``, which is computed in the
-    sub-pixel form when the program is lowered for CPU.
+    The value is :func:`_conv_transpose`'s. The derivative ``T(dx, k) +
+    T(x, dk)`` of the bilinear ``T`` computes ``T(dx, k)`` with this function
+    again (its transpose, the input's cotangent, is a strided convolution)
+    and ``T(x, dk)`` in the sub-pixel form when the program is lowered for
+    CPU, ``conv_transpose``'s elsewhere. Both are the true derivative, so
+    derivatives of every order are exact (where JAX inlines the rule's
+    ``T(dx, k)`` into a linear function, the next order differentiates
+    ``conv_transpose`` itself: exact, at its speed).
     """
-    out = jax.eval_shape(functools.partial(_conv_transpose, options=options), inputs, kernel)
-    return jnp.zeros(out.shape, out.dtype)
+    return _conv_transpose(inputs, kernel, options)
 
 
-@functools.partial(_kernel_derivative.defjvp, symbolic_zeros=True)
-def _kernel_derivative_jvp(options, primals, tangents):
+@functools.partial(_conv_transpose_subpixel_kernel_derivative.defjvp, symbolic_zeros=True)
+def _conv_transpose_subpixel_kernel_derivative_jvp(options, primals, tangents):
     inputs, kernel = primals
-    _, d_kernel = tangents  # The value is zero for every input: no term in d_inputs.
-    out = _kernel_derivative(inputs, kernel, options)
-    if isinstance(d_kernel, jax.custom_derivatives.SymbolicZero):
-        return out, jnp.zeros_like(out)
-    d_out = lax.platform_dependent(
-        inputs, d_kernel,
-        cpu=functools.partial(_subpixel, options=options),
-        default=functools.partial(_conv_transpose, options=options),
-    )
-    return out, d_out
+    d_inputs, d_kernel = tangents
+    out = _conv_transpose_subpixel_kernel_derivative(inputs, kernel, options)
+    terms = []
+    if not isinstance(d_inputs, jax.custom_derivatives.SymbolicZero):
+        terms.append(_conv_transpose_subpixel_kernel_derivative(d_inputs, kernel, options))
+    if not isinstance(d_kernel, jax.custom_derivatives.SymbolicZero):
+        terms.append(lax.platform_dependent(
+            inputs, d_kernel,
+            cpu=functools.partial(_subpixel, options=options),
+            default=functools.partial(_conv_transpose, options=options),
+        ))
+    return out, functools.reduce(jnp.add, terms)
 
 
 def _broadcast(value: int | Sequence[int] | None, n: int) -> tuple[int, ...]:
@@ -444,8 +448,8 @@ class ConvTranspose(nn.ConvTranspose):
         )
         if self.method == "subpixel":
             y = _subpixel(inputs, kernel, options)
-        else:  # The value and the input derivative as nn.ConvTranspose; the kernel derivative per backend.
-            y = _conv_transpose(inputs, lax.stop_gradient(kernel), options) + _kernel_derivative(inputs, kernel, options)
+        else:
+            y = _conv_transpose_subpixel_kernel_derivative(inputs, kernel, options)
         if bias is not None:
             y += jnp.reshape(bias, (1,) * (y.ndim - 1) + (-1,))
         if batch_axes != 1:
