@@ -37,7 +37,7 @@ from jax.extend import core as jcore
 from jgan._parallel import mark_varying
 from jgan._validate import check_bool, check_callable, check_int, check_optimizer, concrete_float
 
-__all__ = ["unroll_discriminator", "Unrolled", "safe_root_update"]
+__all__ = ["unroll_discriminator", "Unrolled", "safe_root_update", "remat_choice", "REMAT_BYTES_PER_FLOP"]
 
 PyTree = Any
 RematPolicy = Callable[..., bool]
@@ -52,7 +52,7 @@ def unroll_discriminator(
     steps: int,
     first_order: bool = False,
     axis_name: str | None = None,
-    remat: bool | RematPolicy = False,
+    remat: bool | RematPolicy | str = "auto",
 ) -> tuple[PyTree, optax.OptState]:
     """Takes ``steps`` differentiable optimizer updates of the discriminator.
 
@@ -77,19 +77,23 @@ def unroll_discriminator(
         mapped axis (``lax.pmean``) in every update, as in the ordinary step.
       remat: recompute each update's intermediate values in the backward pass
         instead of storing them (``jax.checkpoint`` on the scan body). With
-        ``False`` (the default, the fastest measured) memory grows
-        as K times the discriminator's activations on both batches; ``True``
-        stores only each update's parameters and optimizer state, and
-        recomputes the discriminator's forward and backward passes; a
-        ``jax.checkpoint_policies`` policy chooses what to store. The result
-        is the same either way.
+        ``False`` memory grows as K times the values one update's backward
+        pass needs (the discriminator's activations on both batches, its
+        parameters and optimizer state); ``True`` stores only each update's
+        parameters and optimizer state, and recomputes the discriminator's
+        forward and backward passes; a ``jax.checkpoint_policies`` policy
+        chooses what to store. ``"auto"`` (the default) chooses ``True``
+        when storing costs more than recomputing: when one update's stored
+        values exceed :data:`REMAT_BYTES_PER_FLOP` bytes per floating-point
+        operation of its matrix products and convolutions (see
+        :func:`remat_choice`). The result is the same either way.
 
     Returns:
       ``(d_params_K, d_opt_state_K)``.
 
     Raises:
-      TypeError: ``steps`` is not an int, ``remat`` is neither a bool nor a
-        policy, or the optimizer's state changes
+      TypeError: ``steps`` is not an int, ``remat`` is neither a bool, a
+        policy nor ``"auto"``, or the optimizer's state changes
         structure, shape or dtype across an update (it cannot be carried by a
         scan).
       ValueError: ``steps < 0``.
@@ -122,6 +126,8 @@ def unroll_discriminator(
             opt_state = lax.stop_gradient(opt_state)
         return (optax.apply_updates(params, updates), opt_state), None
 
+    if isinstance(remat, str):  # "auto"; a first-order unroll has no backward pass through the updates.
+        remat = False if first_order else remat_choice(update, (d_params, d_opt_state))
     if remat is not False:
         policy = None if remat is True else remat
         # Inside a scan, CSE cannot merge the recomputation into the forward
@@ -161,8 +167,9 @@ class Unrolled:
     Attributes:
       steps: K >= 0, static (one program per value).
       first_order: stop gradients through the K updates (an ablation).
-      remat: recompute each update in the backward pass (see
-        :func:`unroll_discriminator`), or a ``jax.checkpoint`` policy.
+      remat: recompute each update in the backward pass, or a
+        ``jax.checkpoint`` policy, or ``"auto"`` (the default: chosen per
+        network by :func:`remat_choice`); see :func:`unroll_discriminator`.
 
     References:
       Metz, Poole, Pfau, Sohl-Dickstein, "Unrolled Generative Adversarial
@@ -171,7 +178,7 @@ class Unrolled:
 
     steps: int
     first_order: bool = dataclasses.field(default=False, kw_only=True)
-    remat: bool | RematPolicy = dataclasses.field(default=False, kw_only=True)
+    remat: bool | RematPolicy | str = dataclasses.field(default="auto", kw_only=True)
 
     def __post_init__(self):
         check_int(self.steps, "Unrolled steps", minimum=0, static=True)
@@ -244,11 +251,67 @@ class Unrolled:
 
 
 def _check_remat(remat: Any) -> None:
+    if isinstance(remat, str) and remat == "auto":
+        return
     if not isinstance(remat, (bool, np.bool_)) and not callable(remat):
         raise TypeError(
-            "remat must be a bool or a jax.checkpoint policy (e.g."
+            "remat must be a bool, 'auto' or a jax.checkpoint policy (e.g."
             f" jax.checkpoint_policies.dots_saveable), got {remat!r}."
         )
+
+
+# Stored bytes per FLOP above which recomputing an update beats storing it.
+# Measured with benchmarks/unroll_k.py on a 2-core CPU (benchmarks/README.md):
+# networks at 1.46 bytes/FLOP (Metz et al.'s discriminator 2-128-1) ran 2x
+# faster with remat, networks at 0.045 (2x128 hidden) and 0.014 (2x512)
+# 1.1-1.3x slower; the threshold sits between them on a log scale.
+REMAT_BYTES_PER_FLOP = 0.1
+
+
+def remat_choice(update: Callable, carry: PyTree) -> bool:
+    """Whether recomputing ``update`` in the backward pass is cheaper than storing its values.
+
+    Storing costs memory traffic: one write and one read of every value the
+    backward pass of an update needs (its residuals: the leaves of
+    ``jax.vjp``'s pullback), beyond the carry (parameters and optimizer
+    state), which a recomputing scan stores too. Recomputing costs the
+    update's arithmetic, dominated by its matrix products and convolutions
+    (counted in its jaxpr). A small discriminator on low-dimensional data
+    (Metz et al.'s 2-128-1 MLP, float32, batch 512) stores 1.5 bytes per
+    FLOP, and recomputing it is twice as fast; a 2x128 MLP stores 0.045, and
+    storing is faster. Returns ``bytes / flops > REMAT_BYTES_PER_FLOP``.
+    Shapes only: nothing is computed.
+
+    Args:
+      update: ``(carry, None) -> (carry, None)``, one update of the scan.
+      carry: its carry (arrays or abstract values).
+    """
+
+    def residuals(c):
+        _, pullback = jax.vjp(lambda c: update(c, None)[0], c)
+        return jax.tree.leaves(pullback)
+
+    nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)  # noqa: E731
+    stored = nbytes(jax.eval_shape(residuals, carry)) - nbytes(jax.tree.leaves(carry))
+    flops = _matmul_flops(jax.make_jaxpr(lambda c: update(c, None))(carry).jaxpr)
+    return stored > REMAT_BYTES_PER_FLOP * max(flops, 1)
+
+
+def _matmul_flops(jaxpr) -> int:
+    """Floating-point operations of the matrix products and convolutions of a jaxpr (nested ones too)."""
+    total = 0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive is lax.dot_general_p:
+            (contracting, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2 * eqn.outvars[0].aval.size * int(np.prod([lhs[i] for i in contracting]))
+        elif eqn.primitive is lax.conv_general_dilated_p:
+            rhs = eqn.invars[1].aval
+            out_features = rhs.shape[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += 2 * eqn.outvars[0].aval.size * (rhs.size // out_features)
+        inner = sum(_matmul_flops(sub) for sub in jcore.jaxprs_in_params(eqn.params))
+        total += inner * (eqn.params["length"] if eqn.primitive is lax.scan_p else 1)
+    return total
 
 
 # ---------------------------------------------------------------------------

@@ -110,7 +110,7 @@ CASES = {
        for k in (1, 3) for layout in ("shared", "sliced") if (k, layout) != (1, "shared")},
     # Unrolled: Adam with eps_root > 0 here, plain Adam (eps_root = 0, whose
     # square roots make_gan differentiates safely) in unrolled_k3_pack2 below.
-    "unroll3_eps_root": Case(dict(unroll_steps=3), dict(unroll=Unrolled(3)), optimizer=ADAM_EPS_ROOT),
+    "unroll3_eps_root": Case(dict(unroll_steps=3), dict(unroll=Unrolled(3, remat=False)), optimizer=ADAM_EPS_ROOT),
     "unroll3_first_order": Case(dict(unroll_steps=3, unroll_first_order=True),
                                 dict(unroll=Unrolled(3, first_order=True))),
     # Remat, with a stateful discriminator whose state the unrolled passes leave alone.
@@ -146,7 +146,7 @@ CASES = {
     "wgan_gp_k2": Case(dict(loss="wasserstein", gradient_penalty=10.0, d_steps=2),
                        dict(loss="wasserstein", d_regularizers=[GradientPenalty(10.0)], d_steps=2)),
     "unrolled_k3_pack2": Case(dict(loss="non_saturating", unroll_steps=3, pack=2),
-                              dict(loss="non_saturating", unroll=Unrolled(3), pack=2)),
+                              dict(loss="non_saturating", unroll=Unrolled(3, remat=False), pack=2)),
     "hinge_r1_ema": Case(dict(loss="hinge", r1=1.0, ema_decay=0.9),
                          dict(loss="hinge", d_regularizers=[R1(1.0)], ema_decay=0.9)),
 }

@@ -42,6 +42,7 @@ PROGRAMS = [
     ("examples.convert_fid_inception", "Config"),
     ("benchmarks.mog_table", "Settings"),
     ("benchmarks.unroll_k", "Settings"),
+    ("benchmarks.train_speed", "Settings"),
     ("benchmarks.metrics", "Settings"),
 ]
 

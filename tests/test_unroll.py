@@ -328,7 +328,7 @@ def test_remat_policy_is_passed_to_checkpoint():
 
 
 def test_remat_must_be_a_bool_or_a_policy():
-    with pytest.raises(TypeError, match="remat must be a bool or a jax.checkpoint policy"):
+    with pytest.raises(TypeError, match="remat must be a bool, 'auto' or a jax.checkpoint policy"):
         unroll_discriminator({}, (), loss_fn=lambda d: 0.0, optimizer=optax.sgd(0.1), steps=1,
                              remat="dots")
 
@@ -601,3 +601,78 @@ def test_unrolled_train_step_equals_a_python_loop(x64, family, kwargs):
     chex.assert_trees_all_close(new_state.g_params, g_twin, rtol=1e-5, atol=1e-8)
     g_plain, _ = twin(0)
     assert _max_abs_diff(new_state.g_params, g_plain) > 1e-6  # Unrolling changed G's update.
+
+
+# --- 10. The default remat policy: chosen by cost, the same result either way. -------
+
+
+def test_matmul_flops_count_products_and_convolutions():
+    """2·m·k·n per product, 2·(output size)·(kernel size / output features) per convolution, × scan length."""
+    a, b = jnp.zeros((5, 7)), jnp.zeros((7, 3))
+    x, w = jnp.zeros((2, 9, 9, 4)), jnp.zeros((3, 3, 4, 6))  # NHWC, HWIO
+
+    def f(a, b, x, w):
+        conv = lax.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        looped, _ = lax.scan(lambda c, _: (c @ jnp.zeros((3, 3)), None), a @ b, None, length=4)
+        return conv, jnp.tanh(looped)  # Elementwise work is not counted.
+
+    conv_out = 2 * 5 * 5 * 6  # batch × 5 × 5 positions × 6 features
+    expected = 2 * 5 * 7 * 3 + 2 * conv_out * (3 * 3 * 4) + 4 * (2 * 5 * 3 * 3)
+    assert unroll._matmul_flops(jax.make_jaxpr(f)(a, b, x, w).jaxpr) == expected
+
+
+def _unrolled_case(d_sizes, batch, family):
+    """A make_gan step with Unrolled(3) on an MLP discriminator of ``d_sizes`` (float64)."""
+    g_params = _mlp_params(1, [LATENT, 8, 2], jnp.float64)
+    d_params = _mlp_params(2, d_sizes, jnp.float64)
+    real = _normal(4, (batch, 2), jnp.float64, scale=0.5) + 1.0
+    z = _normal(3, (batch, LATENT), jnp.float64)
+
+    def state_and_step(remat):
+        gan = steps.make_gan(generator=generator, discriminator=discriminator, g_optimizer=optax.adam(0.05),
+                             d_optimizer=optax.adam(0.1), prior=lambda key, n: z[:n], loss=family,
+                             unroll=steps.Unrolled(3) if remat == "default" else steps.Unrolled(3, remat=remat))
+        return gan.init(jax.random.key(0), g_params, d_params), gan.step
+
+    return state_and_step, real
+
+
+@pytest.mark.parametrize("family", sorted(steps.LOSSES))
+@pytest.mark.parametrize("d_sizes, batch, chosen", [([2, 8, 1], 32, True), ([2, 256, 256, 1], 256, False)])
+def test_default_remat_policy_gives_the_plain_gradients(x64, family, d_sizes, batch, chosen, monkeypatch):
+    """Unrolled(K)'s default gives remat=False's step to float precision, for every loss family.
+
+    The small discriminator stores far more bytes per FLOP than the threshold and is
+    recomputed; the 256-wide one is stored: both branches of the default are covered.
+    """
+    choices = []
+    choose = unroll.remat_choice
+    monkeypatch.setattr(unroll, "remat_choice", lambda *a: choices.append(choose(*a)) or choices[-1])
+    state_and_step, real = _unrolled_case(d_sizes, batch, family)
+    state, default_step = state_and_step("default")
+    _, plain_step = state_and_step(False)
+    a, metrics = jit(default_step)(state, real)
+    b, _ = jit(plain_step)(state, real)
+    assert choices == [chosen]
+    assert float(metrics["nonfinite"]) == 0.0
+    chex.assert_trees_all_close(a.g_params, b.g_params, rtol=1e-12, atol=1e-14)
+    chex.assert_trees_all_close(a.g_opt_state, b.g_opt_state, rtol=1e-12, atol=1e-14)
+
+
+def test_remat_choice_follows_the_threshold(monkeypatch):
+    """Bytes stored per FLOP against REMAT_BYTES_PER_FLOP: 0 always recomputes, infinity never."""
+    d_params = _mlp_params(2, [2, 16, 1])
+    optimizer = optax.adam(0.1)
+    x = _real()
+
+    def update(carry, _):
+        params, opt_state = carry
+        grads = jax.grad(lambda d: jnp.mean(discriminator(d, x) ** 2))(params)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), None
+
+    carry = (d_params, optimizer.init(d_params))
+    monkeypatch.setattr(unroll, "REMAT_BYTES_PER_FLOP", 0.0)
+    assert unroll.remat_choice(update, carry) is True
+    monkeypatch.setattr(unroll, "REMAT_BYTES_PER_FLOP", float("inf"))
+    assert unroll.remat_choice(update, carry) is False
