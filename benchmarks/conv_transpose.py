@@ -316,7 +316,8 @@ def _benchmark(args: Settings, _, stop) -> dict:
         for penalty in (False, True):
             jobs["critic", "1 critic update", penalty] = critic_program(penalty)
             jobs["critic", f"{n_critic} critic updates, unrolled", penalty] = critic_program(penalty, n_critic)
-            jobs["critic", f"{n_critic} critic updates, lax.scan", penalty] = critic_program(penalty, n_critic, scan=True)
+            jobs["critic", f"{n_critic} critic updates, lax.scan", penalty] = critic_program(
+                penalty, n_critic, scan=True)
             jobs["critic", "train step", penalty] = train_step_program(penalty)
 
     programs, stats = {}, {}

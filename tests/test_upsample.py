@@ -28,7 +28,9 @@ FLOAT64_RTOL = 1e-12
 
 # (kwargs of the layer, input shape). The first three are the models' layers.
 MODEL_LAYERS = {
-    "dcgan_hidden": (dict(features=6, kernel_size=(4, 4), strides=(2, 2), padding="SAME", use_bias=False), (3, 4, 4, 5)),
+    "dcgan_hidden": (
+        dict(features=6, kernel_size=(4, 4), strides=(2, 2), padding="SAME", use_bias=False), (3, 4, 4, 5)
+    ),
     "dcgan_output": (dict(features=3, kernel_size=(4, 4), strides=(2, 2), padding="SAME"), (3, 7, 7, 4)),
     "cyclegan_up": (
         dict(features=4, kernel_size=(3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False),
@@ -125,7 +127,8 @@ def test_model_layers_equal_flax_at_any_input_size(name, method, batch, height, 
 
 @pytest.mark.parametrize("name", [
     name for name, (kwargs, shape) in LAYERS.items()  # Those without the layer's own options.
-    if not {"kernel_dilation", "transpose_kernel", "mask"} & set(kwargs) and len(shape) == len(kwargs["kernel_size"]) + 2
+    if not {"kernel_dilation", "transpose_kernel", "mask"} & set(kwargs)
+    and len(shape) == len(kwargs["kernel_size"]) + 2
 ])
 def test_subpixel_conv_transpose_equals_lax_conv_transpose(name):
     """The function on its own, against lax.conv_transpose with flax's arguments (unflipped kernel)."""
