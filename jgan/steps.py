@@ -739,8 +739,13 @@ def make_gan(
             last_real, last_labels = real, labels
 
         carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state)
+        # The d_steps updates are unrolled into straight-line code (d_steps is a
+        # small static count): inside a while loop XLA:CPU leaves the kernel
+        # derivative of a strided convolution in a layout it runs 15-35x slower
+        # (benchmarks/conv_transpose.py: five DCGAN critic updates took 1030 ms
+        # in lax.scan and 65 ms unrolled).
         carry, d_metrics = lax.scan(
-            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs
+            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs, unroll=True
         )
         d_params, d_opt_state, d_mstate, g_mstate = carry
         metrics = jax.tree.map(jnp.mean, d_metrics)

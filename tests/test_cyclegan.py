@@ -4,6 +4,7 @@ import functools
 
 import chex
 import jax
+from jax.extend import core as jcore
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -29,10 +30,15 @@ def _images(shape, batch=2, key=3):
 
 def _convolutions(fn, *args):
     """``(kernel_shape, window_strides)`` of every convolution in ``fn``'s jaxpr, in order."""
-    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    def equations(jaxpr):  # Into sub-jaxprs too: models.ConvTranspose runs in a custom_jvp_call.
+        for eqn in jaxpr.eqns:
+            yield eqn
+            for sub in jcore.jaxprs_in_params(eqn.params):
+                yield from equations(sub)
+
     return [
         (tuple(eqn.invars[1].aval.shape), tuple(eqn.params["window_strides"]))
-        for eqn in jaxpr.eqns
+        for eqn in equations(jax.make_jaxpr(fn)(*args).jaxpr)
         if eqn.primitive.name == "conv_general_dilated"
     ]
 
