@@ -15,7 +15,10 @@ interquartile range. The programs:
   generator update), ``conditional``: ``examples.dcgan``, ``examples.wgan_gp``,
   ``examples.conditional_gan`` at 32×32 on the offline digits, batch 64;
 - ``cyclegan``: ``examples.cyclegan`` (two ResNet generators, two PatchGAN
-  critics, batch 8, 64×64).
+  critics, batch 8);
+
+the image examples' steps run as the examples run them: one step of
+``jgan.loop.run_steps`` per compiled call.
 
 "Before and after" comparisons run this script on two checkouts (``--label``
 names the run; the README's table puts two runs side by side).
@@ -40,6 +43,7 @@ import numpy as np
 
 from examples import _harness as harness
 from examples._harness import option
+from jgan import loop
 
 PROGRAMS = ("mog_k0", "mog_k10", "dcgan", "wgan_gp", "conditional", "cyclegan")
 
@@ -51,8 +55,15 @@ def _image_step(module_name: str) -> Callable[[], tuple[Callable, Any, Any]]:
         example = importlib.import_module(f"examples.{module_name}")
         program = example.build(example.Config())
         state = program.init(jax.random.key(0))
-        batch = next(iter(program.batches(0)))
-        return jax.jit(program.train_step), state, batch
+        batch = jax.tree.map(lambda x: np.asarray(x)[None], next(iter(program.batches(0))))
+
+        @jax.jit
+        def one_step(state, batch):  # As examples/_image_gan.py's run (and cyclegan's) drive it.
+            state, metrics, _ = loop.run_steps(program.train_step, state, batch, 1, on_nonfinite="stop",
+                                               start=state.step)
+            return state, metrics
+
+        return one_step, state, batch
 
     return setup
 

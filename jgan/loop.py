@@ -153,7 +153,11 @@ def run_steps(
         return (new_state, stopped), metrics
 
     xs = (jnp.arange(num_steps, dtype=jnp.int32), stacked)
-    (state, _), metrics = lax.scan(body, (state, jnp.array(False)), xs)
+    # One step runs as straight-line code, not a one-trip while loop: inside a
+    # loop XLA:CPU runs a strided convolution's kernel derivative 15-35x
+    # slower (benchmarks/conv_transpose.py), so a chunk of one step is the
+    # fast way to drive a convolutional GAN on a CPU.
+    (state, _), metrics = lax.scan(body, (state, jnp.array(False)), xs, unroll=num_steps == 1)
 
     bad = metrics["nonfinite"] > 0
     count = jnp.sum(bad, dtype=jnp.int32)

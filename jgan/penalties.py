@@ -212,7 +212,9 @@ def _clip_into_box(params, updates, c):
                     new_u,
                 ),
             )
-        return plain + lax.stop_gradient(new_u - plain)
+        # new_u's value with plain's derivative. (Not plain + (new_u − plain): that
+        # difference can be one ulp of a tiny update, a subnormal the CPU flushes to 0.)
+        return lax.stop_gradient(new_u) + (plain - lax.stop_gradient(plain))
 
     return jax.tree.map(leaf, params, updates)
 

@@ -158,3 +158,15 @@ def test_weight_clipping_differentiates_as_the_plain_clip():
 
     np.testing.assert_array_equal(clipped(u), params + jnp.array([0.1, 0.1, -0.1, 0.0]))
     np.testing.assert_array_equal(jnp.diag(jax.jacobian(clipped)(u)), [1.0, 0.0, 0.0, 1.0])
+
+
+def test_weight_clipping_lands_in_a_tiny_box():
+    """The one-ulp correction is a subnormal here (found by tests/test_properties.py's search):
+    it must not be flushed to zero on its way into the update."""
+    c = 1.6504763483161617e-37
+    params = {"b": np.full(2, 8.106369e-36, np.float32)}
+    tx = penalties.weight_clipping(c)
+    updates, _ = tx.update({"b": np.zeros(2, np.float32)}, tx.init(params), params)
+    new = np.asarray(optax.apply_updates(params, updates)["b"])
+    assert np.all(np.abs(new) <= np.float32(c)), new
+    assert np.all(new > 0.999 * c)
