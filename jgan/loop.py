@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jgan._scan import unrolled_scan
 from jgan._validate import check_callable, check_int
 from jgan.steps import NonFiniteError, skip_nonfinite
 
@@ -153,11 +154,10 @@ def run_steps(
         return (new_state, stopped), metrics
 
     xs = (jnp.arange(num_steps, dtype=jnp.int32), stacked)
-    # One step runs as straight-line code, not a one-trip while loop: inside a
-    # loop XLA:CPU runs a strided convolution's kernel derivative 15-35x
-    # slower (benchmarks/conv_transpose.py), so a chunk of one step is the
-    # fast way to drive a convolutional GAN on a CPU.
-    (state, _), metrics = lax.scan(body, (state, jnp.array(False)), xs, unroll=num_steps == 1)
+    # A one-step chunk runs as straight-line code (see jgan._scan): the fast way
+    # to drive a convolutional GAN on a CPU.
+    scan = (lambda f, init, xs: unrolled_scan(f, init, xs, 1)) if num_steps == 1 else lax.scan
+    (state, _), metrics = scan(body, (state, jnp.array(False)), xs)
 
     bad = metrics["nonfinite"] > 0
     count = jnp.sum(bad, dtype=jnp.int32)

@@ -58,6 +58,7 @@ from jax import lax
 from jgan import losses as L
 from jgan import penalties
 from jgan._parallel import draw_local, finalize_metrics, mark_varying, pmean_floats
+from jgan._scan import unrolled_scan
 from jgan._validate import (
     check_bool,
     check_callable,
@@ -739,13 +740,12 @@ def make_gan(
             last_real, last_labels = real, labels
 
         carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state)
-        # The d_steps updates are unrolled into straight-line code (d_steps is a
-        # small static count): inside a while loop XLA:CPU leaves the kernel
-        # derivative of a strided convolution in a layout it runs 15-35x slower
-        # (benchmarks/conv_transpose.py: five DCGAN critic updates took 1030 ms
-        # in lax.scan and 65 ms unrolled).
-        carry, d_metrics = lax.scan(
-            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs, unroll=True
+        # The d_steps updates run as straight-line code (a small static count;
+        # see jgan._scan): inside a loop XLA:CPU runs the kernel derivative of a
+        # strided convolution 15-35x slower (five DCGAN critic updates took
+        # 1030 ms in lax.scan and 65 ms unrolled, benchmarks/conv_transpose.py).
+        carry, d_metrics = unrolled_scan(
+            lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs, d_steps
         )
         d_params, d_opt_state, d_mstate, g_mstate = carry
         metrics = jax.tree.map(jnp.mean, d_metrics)
