@@ -39,8 +39,11 @@ run: install-examples
 test: install-dev
 	$(BIN)/python -m pytest tests
 
-bench: install-examples
-	$(BIN)/python -m benchmarks.unroll_k
+# The benchmarks compare against the reference libraries (PyTorch, OTT-JAX,
+# POT): the dev extras.
+bench: install-dev
+	$(BIN)/python -m benchmarks.unroll_k --out runs/bench
+	$(BIN)/python -m benchmarks.train_speed --out runs/train_speed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

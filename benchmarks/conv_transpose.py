@@ -35,11 +35,12 @@ batches:
   critic's parameters (as ``make_gan``'s discriminator objective computes
   it) and the Adam update;
 - ``5 critic updates, unrolled``: five of them in one straight-line program;
-- ``5 critic updates, lax.scan``: the same five as the body of ``lax.scan``,
-  as ``make_gan`` runs its ``d_steps`` (``n_critic``);
+- ``5 critic updates, lax.scan``: the same five as the body of ``lax.scan``
+  (how ``make_gan`` ran its ``d_steps`` before it wrote them out as
+  straight-line code, ``jgan._scan.unrolled_scan``);
 - ``train step``: the whole ``make_gan(**presets.wgan_gp().gan_kwargs())``
-  step of ``examples.wgan_gp`` (5 critic updates in ``lax.scan``, each after
-  a generator forward pass, then the generator's update).
+  step of ``examples.wgan_gp`` (5 critic updates, each after a generator
+  forward pass, then the generator's update).
 
 Timing: every program is compiled (wall seconds reported), called 3 times to
 warm up, then called ``--repeats`` times round-robin over all the programs of

@@ -43,6 +43,7 @@ PROGRAMS = [
     ("benchmarks.mog_table", "Settings"),
     ("benchmarks.unroll_k", "Settings"),
     ("benchmarks.train_speed", "Settings"),
+    ("benchmarks.conv_transpose", "Settings"),
     ("benchmarks.metrics", "Settings"),
 ]
 
