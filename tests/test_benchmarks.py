@@ -13,7 +13,7 @@ torch = pytest.importorskip("torch")  # A dev dependency: present wherever the s
 def test_torch_step_matches_jgan(network, k):
     # An independent implementation (torch.func, nested grad through K Adam updates)
     # gives jgan's generator loss and gradient norm: the competitor computes the same step.
-    assert unroll_k.check_torch(network, k) < 1e-5
+    assert unroll_k.check_torch(network, k) < 1e-10  # float64 on both sides
 
 
 def test_unroll_k_short_run(tmp_path):
