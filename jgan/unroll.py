@@ -299,9 +299,12 @@ def remat_choice(update: Callable, carry: PyTree) -> bool:
         _, pullback = jax.vjp(lambda c: update(c, None)[0], c)
         return jax.tree.leaves(pullback)
 
+    # One trace: the jaxpr of the forward half of the vjp is the update itself
+    # (its products counted once), and its outputs are the residuals.
+    jaxpr, stored_shapes = jax.make_jaxpr(residuals, return_shape=True)(carry)
     nbytes = lambda leaves: sum(x.size * jnp.dtype(x.dtype).itemsize for x in leaves)  # noqa: E731
-    stored = nbytes(jax.eval_shape(residuals, carry)) - nbytes(jax.tree.leaves(carry))
-    flops = _matmul_flops(jax.make_jaxpr(lambda c: update(c, None))(carry).jaxpr)
+    stored = nbytes(stored_shapes) - nbytes(jax.tree.leaves(carry))
+    flops = _matmul_flops(jaxpr.jaxpr)
     return stored > REMAT_BYTES_PER_FLOP * max(flops, 1)
 
 

@@ -8,6 +8,7 @@ must equal the single-device step up to float summation order.
 
 import chex
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
@@ -95,11 +96,21 @@ def test_shard_mapped_make_gan_equals_the_shard_mapped_frozen_step(name):
     legacy_step, step = shard_mapped(legacy_step), shard_mapped(step)
     # Both in one program (it compiles in about half the time of two).
     both = jax.jit(lambda a, b, batch: (legacy_step(a, batch), step(b, batch)))
+    # Exact with one critic update; with d_steps > 1 make_gan now writes the updates
+    # out as straight-line code (the frozen step looped), which XLA fuses differently.
+    same = chex.assert_trees_all_equal if PARTS[name].get("d_steps", 1) == 1 else _close
     for i in range(N_STEPS):
         (legacy_state, expected_metrics), (state, metrics) = both(legacy_state, state, _batch(i))
-        chex.assert_trees_all_equal(steps.GANState(*legacy_state), state)
-        chex.assert_trees_all_equal(expected_metrics, {k: metrics[k] for k in expected_metrics})
+        same(steps.GANState(*legacy_state), state)
+        same(expected_metrics, {k: metrics[k] for k in expected_metrics})
     assert int(state.step) == N_STEPS
+
+
+def _close(expected, actual):
+    """Equal to float32 round-off; PRNG keys compare as their bits."""
+    as_data = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
+    chex.assert_trees_all_close(as_data(actual), as_data(expected), rtol=1e-5, atol=1e-6)
 
 
 # Where the sharded step is compared with another optimizer than adam(1e-2), and why.

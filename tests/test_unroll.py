@@ -448,9 +448,13 @@ def test_one_trace_per_k():
         compiled(state, _real(), k=6)
 
 
-@pytest.mark.parametrize("first_order", [False, True])
-def test_program_size_does_not_grow_with_k(first_order):
-    """The K updates are one scan: the loss is traced once and the program is the same size."""
+@pytest.mark.parametrize("first_order, remat, traced", [
+    (False, "auto", 2),  # The default's cost analysis (remat_choice) traces the update once more.
+    (False, False, 1),
+    (True, "auto", 1),  # A first-order unroll has no backward pass to choose for.
+])
+def test_program_size_does_not_grow_with_k(first_order, remat, traced):
+    """The K updates are one scan: the loss is traced a fixed number of times and the program is the same size."""
     g_params, d_params, z, real, gen, disc = _problem(dtype=jnp.float32)
     optimizer = optax.adam(1e-2)
     opt_state = optimizer.init(d_params)
@@ -465,12 +469,12 @@ def test_program_size_does_not_grow_with_k(first_order):
         def f(g):
             fake = gen(g, z)
             d_k, _ = unroll_discriminator(d_params, opt_state, loss_fn=lambda d: loss_fn(d, fake),
-                                          optimizer=optimizer, steps=k, first_order=first_order)
+                                          optimizer=optimizer, steps=k, first_order=first_order, remat=remat)
             return L.non_saturating_generator_loss(disc(d_k, fake))
 
         sizes[k] = len(str(jax.make_jaxpr(jax.grad(f))(g_params)))
         traces[k] = len(count)
-    assert traces[1] == traces[20] == 1
+    assert traces[1] == traces[20] == traced
     assert sizes[1] == pytest.approx(sizes[20], rel=0.01)
 
 
