@@ -26,8 +26,12 @@ from jgan.metrics._sinkhorn import SinkhornNotConverged
 from jgan.metrics._sinkhorn import SinkhornOutput
 from jgan.metrics._sinkhorn import sinkhorn
 from jgan.metrics._sinkhorn import sinkhorn_divergence
+from jgan.metrics._stacked import StackedModes
+from jgan.metrics._stacked import classify_channels
+from jgan.metrics._stacked import stacked_mode_coverage
 
 __all__ = [
+    "classify_channels",
     "EpsilonScaling",
     "fid",
     "finalize_gaussian_statistics",
@@ -50,5 +54,7 @@ __all__ = [
     "SinkhornDivergenceOutput",
     "SinkhornNotConverged",
     "SinkhornOutput",
+    "stacked_mode_coverage",
+    "StackedModes",
     "update_gaussian_statistics",
 ]
