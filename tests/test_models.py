@@ -570,3 +570,61 @@ def test_critic_without_batch_norm_scores_each_example_alone(normalization):
 def test_unknown_normalization_is_an_error():
     with pytest.raises(ValueError, match="normalization"):
         _init(models.DCGANDiscriminator(features=4, normalization="group"), jnp.zeros((1, 32, 32, 1)))
+
+
+# ---------------------------------------------------------------------------
+# Metz et al.'s stacked-MNIST networks.
+
+
+def _count(tree):
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+
+
+def test_stacked_generator_layer_plan_and_parameter_count():
+    generator = models.StackedGenerator()
+    params, state = models.init_model(generator, jax.random.key(0), jnp.zeros((1, 256)))
+    # Linear 256 -> 4x4x64 (no bias: BatchNorm follows), three 3x3 transposed
+    # convolutions 64 -> 32 -> 16 -> 8 (no bias), BatchNorm after each of the
+    # four, then a 3x3 convolution 8 -> 3 with a bias.
+    batch_norms = 2 * (64 + 32 + 16 + 8)
+    expected = 256 * 4 * 4 * 64 + 9 * (64 * 32 + 32 * 16 + 16 * 8) + batch_norms + 9 * 8 * 3 + 3
+    assert _count(params) == expected and _count(state) == batch_norms
+    _, captured = generator.apply(
+        {"params": params, **state}, jax.random.normal(jax.random.key(1), (2, 256)), train=False,
+        capture_intermediates=lambda m, _: isinstance(m, nn.ConvTranspose), mutable=["intermediates"])
+    shapes = [v.shape[1:] for v in jax.tree.leaves(captured["intermediates"])]
+    assert shapes == [(7, 7, 32), (14, 14, 16), (28, 28, 8)]
+
+
+def test_stacked_generator_images_are_in_range():
+    generator = models.StackedGenerator()
+    params, state = models.init_model(generator, jax.random.key(0), jnp.zeros((1, 256)))
+    z = 3.0 * jax.random.normal(jax.random.key(2), (5, 256))
+    images, _ = models.make_apply(generator, stateful=True)(params, state, z)
+    assert images.shape == (5, 28, 28, 3) and float(jnp.max(jnp.abs(images))) <= 1.0 and float(images.std()) > 0
+
+
+@pytest.mark.parametrize("features", [models.METZ_QUARTER_FEATURES, models.METZ_HALF_FEATURES])
+@pytest.mark.parametrize("pack", [1, 4])
+def test_stacked_discriminator_parameter_count_and_packed_inputs(features, pack):
+    a, b, c = features
+    channels = 3 * pack
+    discriminator = models.StackedDiscriminator(features=features)
+    params, state = models.init_model(discriminator, jax.random.key(0), jnp.zeros((1, 28, 28, channels)))
+    # Three 3x3 stride-2 convolutions (28 -> 14 -> 7 -> 4; BatchNorm without
+    # biases on the last two), then a linear layer from 4x4xc to one logit.
+    expected = 9 * channels * a + a + 9 * a * b + 2 * b + 9 * b * c + 2 * c + 4 * 4 * c + 1
+    assert _count(params) == expected and _count(state) == 2 * (b + c)
+    logits, new_state = models.make_apply(discriminator, stateful=True)(
+        params, state, jax.random.uniform(jax.random.key(1), (6, 28, 28, channels), minval=-1, maxval=1))
+    assert logits.shape == (6,) and bool(jnp.all(jnp.isfinite(logits)))
+    assert jax.tree.structure(new_state) == jax.tree.structure(state)
+
+
+def test_stacked_discriminator_d_is_a_quarter_or_half_of_g():
+    assert models.METZ_QUARTER_FEATURES == (2, 4, 8) and models.METZ_HALF_FEATURES == (4, 8, 16)
+    generator_widths = (32, 16, 8)  # The generator's transposed convolutions, widest first.
+    assert sorted(models.METZ_QUARTER_FEATURES) == sorted(w // 4 for w in generator_widths)
+    assert sorted(models.METZ_HALF_FEATURES) == sorted(w // 2 for w in generator_widths)
+    with pytest.raises(ValueError, match="three convolutions"):
+        models.init_model(models.StackedDiscriminator(features=(2, 4)), jax.random.key(0), jnp.zeros((1, 28, 28, 3)))

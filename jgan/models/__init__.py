@@ -7,6 +7,12 @@ into the ``apply`` function that ``jgan.steps`` takes:
 - stateful: ``apply(params, model_state, x, *args) -> (out, new_model_state)``
   (the DCGAN networks, whose BatchNorm statistics live in ``model_state``).
 
+Networks: the MLPs of the mixture experiments, DCGAN's, Metz et al.'s small
+stacked-MNIST networks (``StackedGenerator`` / ``StackedDiscriminator``, the
+1,000-mode benchmark), a conditional DCGAN and projection discriminator,
+CycleGAN's, the digit classifier (FID/IS and mode counting) and the FID
+InceptionV3.
+
 Example::
 
     generator = DCGANGenerator(image_size=32, channels=3)
@@ -47,6 +53,10 @@ from jgan.models._inception import read_torch_state_dict
 from jgan.models._inception import save_fid_inception
 from jgan.models._mlp import MLPDiscriminator
 from jgan.models._mlp import MLPGenerator
+from jgan.models._stacked import METZ_HALF_FEATURES
+from jgan.models._stacked import METZ_QUARTER_FEATURES
+from jgan.models._stacked import StackedDiscriminator
+from jgan.models._stacked import StackedGenerator
 from jgan.models._upsample import ConvTranspose
 from jgan.models._upsample import subpixel_conv_transpose
 
@@ -73,6 +83,8 @@ __all__ = [
     "make_nnx_apply",
     "merge_nnx_module",
     "MLPDiscriminator",
+    "METZ_HALF_FEATURES",
+    "METZ_QUARTER_FEATURES",
     "MLPGenerator",
     "PatchGANDiscriminator",
     "ProjectionDiscriminator",
@@ -84,5 +96,7 @@ __all__ = [
     "save_fid_inception",
     "split_nnx_module",
     "split_variables",
+    "StackedDiscriminator",
+    "StackedGenerator",
     "subpixel_conv_transpose",
 ]
