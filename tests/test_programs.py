@@ -40,7 +40,9 @@ PROGRAMS = [
     ("examples.unrolled_mog", None),  # mog.Config
     ("examples.train_digits_classifier", "Config"),
     ("examples.convert_fid_inception", "Config"),
+    ("examples.stacked_digits", "Config"),
     ("benchmarks.mog_table", "Settings"),
+    ("benchmarks.stacked_table", "Settings"),
     ("benchmarks.unroll_k", "Settings"),
     ("benchmarks.train_speed", "Settings"),
     ("benchmarks.conv_transpose", "Settings"),

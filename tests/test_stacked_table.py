@@ -1,0 +1,100 @@
+"""benchmarks.stacked_table: vmapped seeds equal separate runs; results are stored, reused and tabled."""
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import matplotlib.image
+import numpy as np
+import pytest
+
+from benchmarks import stacked_table as st
+from examples import stacked_digits as sd
+from jgan import models
+
+TINY = dict(batch_size=8, latent_dim=16)
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny untrained stand-in for the mode-counting classifier (28x28, one channel)."""
+    path = tmp_path_factory.mktemp("classifier") / "classifier.msgpack"
+    module = models.DigitClassifier(features=(4, 4, 4))
+    params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    models.save_classifier(path, module, params, image_size=28)
+    return str(path)
+
+
+@pytest.fixture
+def tiny_protocols(monkeypatch):
+    for name in st.PROTOCOLS:
+        monkeypatch.setitem(st.PROTOCOLS, name, {**st.PROTOCOLS[name], **TINY})
+
+
+def test_vmapped_seeds_equal_separate_runs(tiny_protocols):
+    config = st.row_config("metz_quarter", "gan", steps=3, eval_samples=16)  # The table test's cell: compiled once.
+    experiment, states, finished, timing = st.train_seeds(config, seeds=2)
+    assert finished.tolist() == [True, True] and timing["step_ms"] > 0
+    for seed in range(2):  # The Python-loop twin of the vmap.
+        keys = sd.keys(seed)
+        state = experiment.init(keys.init)
+        for _ in range(config.steps):
+            state, _, _ = experiment.train_step(state, keys.data)
+        vmapped = jax.tree.map(lambda x: x[seed], states)
+        np.testing.assert_allclose(experiment.sample(vmapped, keys.eval, 16), experiment.sample(state, keys.eval, 16),
+                                   rtol=1e-4, atol=1e-5)
+    assert not np.allclose(*(jax.tree.leaves(states.g_params)[0]))  # Seeds differ.
+
+
+def test_rows_differ_only_in_the_method():
+    gan, pac3, best = (st.row_config("veegan", r, steps=10) for r in ("gan", "pacgan3", "best"))
+    assert dataclasses.replace(pac3, pack=1, batch_size=64) == gan and pac3.batch_size == 63
+    assert (gan.networks, gan.latent_dim, gan.eval_samples, gan.ema_decay) == ("dcgan", 100, 26_000, None)
+    assert (best.pack, best.ema_decay) == (4, 0.99)
+    quarter = st.row_config("metz_quarter", "unrolled10_first_order", steps=10, eval_samples=99)
+    assert (quarter.unroll_steps, quarter.unroll_first_order, quarter.eval_samples) == (10, True, 99)
+    assert (quarter.batch_size, quarter.beta2, quarter.networks) == (128, 0.99, "metz_quarter")
+    assert set(st.PUBLISHED) == set(st.PROTOCOLS) == set(st.STEPS)
+
+
+def test_table_from_results_and_reuse(tmp_path, classifier, tiny_protocols, capsys):
+    args = ["--protocols", "metz_quarter", "--rows", "gan", "--seeds", "2", "--steps", "2",
+            "--eval-samples", "16", "--classifier", classifier, "--out", str(tmp_path)]
+    first = st.main(args)
+    result = first["metz_quarter"]["gan"]
+    assert len(result["modes"]) == 2 and all(1 <= m <= 16 for m in result["modes"])
+    assert result["device"] == jax.devices()[0].device_kind and result["seeds"] == 2
+    assert result["config"]["steps"] == 2 and result["config"]["eval_samples"] == 16
+    histograms = np.load(tmp_path / "results" / "metz_quarter__gan.npy")
+    assert histograms.shape == (2, 1000) and histograms.sum(axis=1).tolist() == [16, 16]
+    assert [int((h > 0).sum()) for h in histograms] == result["modes"]
+    table = (tmp_path / "table.md").read_text()
+    assert "| jgan gan | 2 | 2 | 16 |" in table
+    assert "| PacDCGAN4 (PacGAN Table 3) | | | | 667.4 | 1.81 |" in table
+    assert "not Stacked MNIST" in table
+    assert matplotlib.image.imread(tmp_path / "table.png").ndim == 3
+    stored = json.loads((tmp_path / "results" / "metz_quarter__gan.json").read_text())
+    assert stored == json.loads(json.dumps(result))
+    capsys.readouterr()
+    second = st.main(args)  # Same settings: reused, not retrained.
+    assert "reused" in capsys.readouterr().out and second == first
+    (tmp_path / "table.md").unlink()
+    rebuilt = st.main([*args, "--table-only", "--seeds", "7", "--classifier", str(tmp_path / "none")])
+    assert rebuilt == second and (tmp_path / "table.md").read_text() == table  # Trained nothing.
+
+
+def test_a_missing_classifier_names_the_command(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        st.main(["--rows", "gan", "--classifier", str(tmp_path / "none.msgpack"), "--out", str(tmp_path)])
+    assert raised.value.code == 2 and sd.CLASSIFIER_COMMAND in capsys.readouterr().err
+    assert not (tmp_path / "results").exists()
+
+
+def test_bad_arguments(tmp_path, capsys):
+    with pytest.raises(SystemExit) as raised:
+        st.main(["--seeds", "0", "--out", str(tmp_path)])
+    assert raised.value.code == 2 and "must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as raised:
+        st.main(["--protocols", "mnist", "--out", str(tmp_path)])
+    assert raised.value.code == 2 and "invalid choice: 'mnist'" in capsys.readouterr().err
