@@ -276,3 +276,38 @@ def test_classify_channels_bad_inputs():
         metrics.classify_channels(_intensity_classifier, np.zeros((4, 4, 3)))
     with pytest.raises(ValueError, match=r"classify must return probabilities \[6, num_classes\]"):
         metrics.classify_channels(lambda x: x[:, 0, 0, 0], np.zeros((2, 4, 4, 3)))
+
+
+# ------------------------------------------- the classifier that counts the modes
+
+SHIPPED_28 = REPO_ROOT / "runs" / "digits_classifier_28"  # examples/train_digits_classifier.py --image-size 28
+
+
+def _shipped_28():
+    if not (SHIPPED_28 / "metrics.json").exists() or not (SHIPPED_28 / "classifier.msgpack").exists():
+        pytest.skip(f"no trained classifier in {SHIPPED_28}: run python -m examples.train_digits_classifier "
+                    "--image-size 28 --out runs/digits_classifier_28")
+    return json.loads((SHIPPED_28 / "metrics.json").read_text()), models.load_classifier(SHIPPED_28 / "classifier.msgpack")
+
+
+def test_shipped_28px_classifier_is_at_least_98_percent_accurate():
+    recorded, (module, params, config) = _shipped_28()
+    assert config["image_size"] == recorded["config"]["image_size"] == 28
+    assert recorded["test_accuracy"] >= 0.98  # the bar for counting 1,000 modes
+    # The file on disk is the classifier that was measured.
+    images, labels = data.digits(split="test", image_size=28)
+    probs = models.make_classifier_fn(module, params)(images)[1]
+    accuracy = float(np.mean(np.argmax(probs, -1) == labels))
+    np.testing.assert_allclose(accuracy, recorded["test_accuracy"], atol=1e-6)
+
+
+def test_shipped_28px_classifier_counts_the_modes_of_real_stacked_digits():
+    _, (module, params, _) = _shipped_28()
+    fn = models.make_classifier_fn(module, params)
+    images, labels = data.stacked_digits(jax.random.key(0), 2_000, split="test")
+    predictions, _ = metrics.classify_channels(lambda x: fn(x)[1], images)
+    assert np.mean(np.all(predictions == labels, axis=1)) >= 0.98**3  # triples right
+    counted, true = metrics.stacked_mode_coverage(predictions), metrics.stacked_mode_coverage(labels)
+    # 2,000 uniform draws cover 1000 (1 - e^-2) = 865 triples on average.
+    assert abs(int(counted.modes) - int(true.modes)) <= 20 and 820 <= int(true.modes) <= 910
+    assert abs(float(counted.kl) - float(true.kl)) <= 0.05

@@ -127,7 +127,8 @@ def stacked_mnist(
     MNIST's ``split`` is read through TensorFlow Datasets into memory (every
     call reads it again: draw all the images you need in one call), then each
     image's three channel indices are drawn uniformly and independently with
-    ``np.random.default_rng(seed)``, as in the papers' code, so the triples
+    ``np.random.default_rng(seed)`` (three randomly sampled digits, as the
+    papers describe), so the triples
     inherit MNIST's class frequencies (9.0 % to 11.2 % of the train split;
     their KL to uniform over 1,000 is about 0.004). Images are
     ``x / 127.5 - 1`` as in ``jgan.data.tfds_images``.
