@@ -22,12 +22,14 @@ The same script at MNIST's size ships the classifier that counts the modes of
 stacked digits (``jgan.metrics.classify_channels`` and
 ``stacked_mode_coverage`` on ``jgan.data.stacked_digits``)::
 
-    python -m examples.train_digits_classifier --image-size 28 --out runs/digits_classifier_28
+    python -m examples.train_digits_classifier --image-size 28 --steps 3000 --out runs/digits_classifier_28
 
 Counting 1,000 modes needs at least 98 % test accuracy: a channel
 misclassified with probability ``e`` turns a triple into another about
 ``3 e`` of the time; ``tests/test_stacked.py`` checks the ``metrics.json``
-written there.
+written there. Measured test accuracy at 28x28 (359 test digits): 1,500
+steps (the default) 0.983 with seed 0 but 0.969 with seed 1; 3,000 steps
+0.989, 0.986, 0.986 with seeds 0, 1, 2.
 
 It takes about a minute on two CPU cores. Training shifts every image by up to
 ``--max-shift`` pixels (edges filled with the background, -1) so the features
