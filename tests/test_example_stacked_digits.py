@@ -66,7 +66,7 @@ def test_a_missing_classifier_names_the_command(tmp_path, capsys):
 def test_bad_config_is_a_usage_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as raised:
         sd.main(["--out", str(tmp_path), "--pack", "3"])
-    assert raised.value.code == 2 and "--pack 3 must divide --batch-size 128" in capsys.readouterr().err
+    assert raised.value.code == 2 and "--pack 3 must divide --batch-size 64" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("first_order", [False, True])

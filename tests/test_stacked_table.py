@@ -73,6 +73,9 @@ def test_table_from_results_and_reuse(tmp_path, classifier, tiny_protocols, caps
     assert "| jgan gan | 2 | 2 | 16 |" in table
     assert "| PacDCGAN4 (PacGAN Table 3) | | | | 667.4 | 1.81 |" in table
     assert "not Stacked MNIST" in table
+    reference = json.loads((tmp_path / "results" / "real_data__16.json").read_text())
+    assert reference["eval_samples"] == 16 and 1 <= reference["modes"] <= 16
+    assert f"| real data (offline stacked digits) | | | 16 | {reference['modes']} |" in table
     assert matplotlib.image.imread(tmp_path / "table.png").ndim == 3
     stored = json.loads((tmp_path / "results" / "metz_quarter__gan.json").read_text())
     assert stored == json.loads(json.dumps(result))
