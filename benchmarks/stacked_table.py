@@ -63,6 +63,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -337,6 +338,10 @@ def _table(args: Settings, _, stop) -> dict:
     print(f"jax {jax.__version__}, {jax.devices()[0].device_kind}, steps {args.steps or STEPS},"
           f" evaluated samples {args.eval_samples or 'the protocol’s'}, {args.seeds} seeds", flush=True)
     for (protocol, row), config in [] if args.table_only else configs.items():
+        if stop.requested:  # SIGINT / SIGTERM: no further cells; the table of those done, then the exit code.
+            print(f"stopped by a signal before {protocol} {row}; the same command continues (done cells are reused)",
+                  file=sys.stderr, flush=True)
+            break
         path = mog_table._result_path(args.out, protocol, row)
         old = mog_table._load(path)
         if not args.force and _reusable(old, config, args.seeds):
@@ -365,6 +370,8 @@ def _table(args: Settings, _, stop) -> dict:
     print(text)
     harness.write_text(os.path.join(args.out, "table.md"), text)
     plot_histograms(everything, args.out, os.path.join(args.out, "table.png"))
+    if stop.requested:
+        raise SystemExit(128 + stop.signum)
     return everything
 
 
