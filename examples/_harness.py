@@ -263,7 +263,9 @@ def make_parser(
             continue
         if field.name not in texts:
             raise TypeError(f"{config_type.__name__}.{field.name} has no help text (option(...) or its docstring).")
-        default = getattr(defaults, field.name)
+        # The declared default, not the instance's: a None that __post_init__
+        # resolves from another field (e.g. a dataset's steps) must stay None.
+        default = field.default if field.default is not dataclasses.MISSING else getattr(defaults, field.name)
         if field.metadata.get("positional"):
             group.add_argument(field.name, type=hints[field.name], help=texts[field.name].replace("%", "%%"))
             continue

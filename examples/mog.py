@@ -15,11 +15,12 @@ The experiment of ``python -m examples.unrolled_mog`` (the program) and of
 - :func:`scatter_mixture` and :func:`figure`: Metz et al.'s Figure 1.
 
 The setting is Metz et al.'s appendix A: 8 modes on a ring of radius 2 with
-std 0.02; generator and discriminator MLPs with two hidden layers of 128
-ReLU units; a 256-dimensional Gaussian latent; Adam with β1 = 0.5; the
-unrolled generator is differentiated through all K updates of the
-discriminator. The defaults' departures from the paper are explained in
-``examples/unrolled_mog.py``.
+std 0.02; Adam with β1 = 0.5; the unrolled generator is differentiated
+through all K updates of the discriminator. The paper's networks (MLPs with
+two hidden layers of 128 ReLU units, a 256-dimensional latent) are
+``SETTINGS["metz"]`` of ``benchmarks/mog_table.py``; the defaults use the
+networks of the precision study (a 2-D latent, 3×256 MLPs, decayed learning
+rates), as explained in ``examples/unrolled_mog.py``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ from jgan import models
 from jgan import steps as jgan_steps
 
 DATASETS = ("ring", "grid", "ring_pacgan")
+# The fields whose default depends on the dataset (a field left at None takes
+# its dataset's value). The 25-mode grid needs more steps than the rings to
+# place its samples precisely (benchmarks/README.md, "What moves precision").
+# There, unrolled alone, the generator lost modes as it trained (25 of 25 at
+# step 2,000, 17 at 8,000), so the unrolled discriminator is packed (PacGAN2);
+# and its learning rate stays constant: decayed to 0 with the generator's, the
+# look-ahead vanished and precision fell from 94 % at step 16,000 to 65 % at
+# 20,000 (README, "What `make run` gives").
+DATASET_DEFAULTS = {
+    "ring": dict(steps=4000, pack=1, d_decay_fraction=0.5),
+    "ring_pacgan": dict(steps=4000, pack=1, d_decay_fraction=0.5),
+    "grid": dict(steps=20000, pack=2, d_decay_fraction=0.0),
+}
+DEFAULT_STEPS = {name: defaults["steps"] for name, defaults in DATASET_DEFAULTS.items()}
 EVAL_SAMPLES = 2500  # The DESIGN.md protocol.
 SNAPSHOT_SAMPLES = 1000  # Points per panel of the figure.
 HIGH_QUALITY_STD = 3.0
@@ -68,7 +83,8 @@ class Config:
       dataset: the mixture: ring (Metz et al.), ring_pacgan (PacGAN's) or
         grid (25 modes).
       unroll_steps: K of the unrolled GAN (trained beside a K = 0 baseline).
-      steps: generator updates per GAN.
+      steps: generator updates per GAN (none: the dataset's default,
+        4,000 on the rings and 20,000 on the grid).
       seed: seeds initialisation, latents and data; both GANs share it.
       batch_size: real and generated samples per step.
       latent_dim: the dimension of the Gaussian latent.
@@ -79,11 +95,13 @@ class Config:
       decay_fraction: the generator's learning rate follows a cosine decay
         to 0 over this last fraction of the steps (0: constant).
       d_decay_fraction: the same for the discriminator's learning rate
-        (0: constant). Decaying it shrinks the unrolled look-ahead (K updates
-        of size ~ its learning rate), so it is off by default.
+        (0: constant; none: the dataset's default, 0.5 on the rings and 0 on
+        the grid). Decaying it shrinks the unrolled look-ahead (K updates of
+        size ~ its learning rate) to nothing at the end.
       loss: the GAN loss family (``jgan.steps.LOSSES``): non_saturating,
         minimax, maximum_likelihood, wasserstein, hinge or least_squares.
-      pack: PacGAN's m (1: no packing).
+      pack: PacGAN's m (1: no packing; none: the dataset's default, 1 on
+        the rings and 2 on the grid).
       unroll_first_order: stop gradients through the K updates (ablation).
       gradient_penalty: λ of WGAN-GP (0: none).
       d_steps: discriminator updates per generator update.
@@ -102,19 +120,19 @@ class Config:
     """
 
     dataset: str = "ring"
-    unroll_steps: int = 10
-    steps: int = 4000
+    unroll_steps: int = 5
+    steps: int | None = None
     seed: int = 0
     batch_size: int = 256
-    latent_dim: int = 256
-    hidden: tuple[int, ...] = (128, 128)
+    latent_dim: int = 2
+    hidden: tuple[int, ...] = (256, 256, 256)
     g_learning_rate: float = 1e-3
     d_learning_rate: float = 1e-4
     beta1: float = 0.5
-    decay_fraction: float = 0.0
-    d_decay_fraction: float = 0.0
+    decay_fraction: float = 0.5
+    d_decay_fraction: float | None = None
     loss: str = "non_saturating"
-    pack: int = 1
+    pack: int | None = None
     unroll_first_order: bool = False
     gradient_penalty: float = 0.0
     d_steps: int = 1
@@ -128,6 +146,10 @@ class Config:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))  # Hashable, JSON-stable.
+        # The dataset's defaults (an unknown dataset is reported by validate).
+        for name, default in DATASET_DEFAULTS.get(self.dataset, DATASET_DEFAULTS["ring"]).items():
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, default)
 
     def validate(self) -> "Config":
         """Returns the config if it can run; raises :class:`ConfigError` naming the problem."""
@@ -414,6 +436,12 @@ def scatter_mixture(ax: Any, samples: np.ndarray | None, spec: data.MixtureSpec,
         ax.set_title(title, fontsize=8)
 
 
+def method_name(unroll_steps: int, pack: int) -> str:
+    """The method's name in figures: GAN, unrolled GAN, PacGAN2, unrolled PacGAN2, ..."""
+    name = f"PacGAN{pack}" if pack > 1 else "GAN"
+    return f"unrolled {name}" if unroll_steps else name
+
+
 def figure(config: Config, runs: dict[int, dict[str, Any]]) -> Any:
     """Metz et al.'s Figure 1: rows of K, columns of training steps.
 
@@ -434,13 +462,16 @@ def figure(config: Config, runs: dict[int, dict[str, Any]]) -> Any:
             ax = axes[row, col]
             scatter_mixture(ax, run["snapshots"].get(step), spec, title=f"step {step}" if row == 0 else None)
             if col == 0:
-                ax.set_ylabel(f"K = {k}" + (" (GAN)" if k == 0 else " (unrolled)"), fontsize=9)
+                ax.set_ylabel(f"K = {k} ({method_name(k, config.pack)})", fontsize=9)
         if run["history"]:
             final = run["history"][-1]
             axes[row, -1].text(
                 0.02, 0.02, f"{final['modes']}/{len(spec.centers)} modes\nHQ {100 * final['high_quality']:.0f}%",
                 transform=axes[row, -1].transAxes, fontsize=7, va="bottom",
             )  # fmt: skip
-    fig.suptitle(f"{config.dataset}: GAN (K = 0) vs unrolled GAN (K = {config.unroll_steps}), seed {config.seed}", fontsize=10)
+    fig.suptitle(
+        f"{config.dataset}: {method_name(0, config.pack)} (K = 0) vs {method_name(config.unroll_steps, config.pack)}"
+        f" (K = {config.unroll_steps}), seed {config.seed}", fontsize=10,
+    )  # fmt: skip
     fig.tight_layout()
     return fig

@@ -17,7 +17,7 @@ TINY = dict(hidden=(8,), latent_dim=4, batch_size=16)
 
 
 def _tiny(row, steps=6, dataset="ring"):
-    return dataclasses.replace(mog_table.row_config(dataset, row, settings="example", steps=steps), **TINY)
+    return dataclasses.replace(mog_table.row_config(dataset, row, settings="metz", steps=steps), **TINY)
 
 
 @pytest.mark.parametrize("row", ["gan", "unrolled1", "wgan_gp"])
@@ -36,27 +36,30 @@ def test_vmapped_seeds_equal_separate_runs(row):
 
 def test_the_benchmark_trains_the_experiment_module():
     assert mog_table.mog is mog  # The experiment imported as a module, not a copy or a path hack.
-    config = mog_table.row_config("ring", "unrolled5", settings="example", steps=7)
+    config = mog_table.row_config("ring", "unrolled10", settings="tuned", steps=7)
     assert type(config) is mog.Config
-    assert dataclasses.replace(config, unroll_steps=10, steps=4000, baseline=True) == mog.Config()
+    # The tuned settings are the example's defaults (the main job: K = 5, 4,000 steps).
+    assert dataclasses.replace(config, unroll_steps=5, steps=4000, baseline=True) == mog.Config()
+    metz = mog_table.row_config("ring", "gan", settings="metz", steps=7)
+    assert (metz.latent_dim, metz.hidden, metz.decay_fraction, metz.d_decay_fraction) == (256, (128, 128), 0.0, 0.0)
 
 
 def test_rows_differ_only_in_the_method():
     gan, pac = (mog_table.row_config("grid", r, settings="tuned", steps=100) for r in ("gan", "pacgan4"))
-    assert dataclasses.replace(pac, pack=1) == gan
+    assert dataclasses.replace(pac, pack=1) == gan and gan.pack == 1  # Not the example's packed grid default.
     assert gan.latent_dim == 2 and gan.hidden == (256, 256, 256) and gan.d_decay_fraction == 0.5
-    assert mog_table.row_config("ring", "unrolled10_first_order", settings="example", steps=5).unroll_first_order
+    assert mog_table.row_config("ring", "unrolled10_first_order", settings="metz", steps=5).unroll_first_order
 
 
 def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(mog_table.SETTINGS, "example", TINY)
+    monkeypatch.setitem(mog_table.SETTINGS, "metz", TINY)
     args = ["--datasets", "ring_pacgan", "--rows", "gan", "pacgan2", "--seeds", "2", "--steps", "4",
-            "--settings", "example", "--out", str(tmp_path)]
+            "--settings", "metz", "--out", str(tmp_path)]
     first = mog_table.main(args)
     result = first["ring_pacgan"]["gan"]
     # The stored numbers are the protocol's, recomputed here from the samples.
     samples, _, _ = mog_table.train_seeds(
-        mog_table.row_config("ring_pacgan", "gan", settings="example", steps=4), seeds=2)
+        mog_table.row_config("ring_pacgan", "gan", settings="metz", steps=4), seeds=2)
     spec = data.mixture("ring_pacgan")
     for seed in range(2):
         r = mode_coverage(samples[seed], spec.centers, std=spec.std, threshold=3.0)
