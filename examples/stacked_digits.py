@@ -279,9 +279,6 @@ def _make_experiment(config: Config) -> Experiment:
         ema_decay=config.ema_decay,
     )
     real_batch = functools.partial(data.stacked_digits, n=config.batch_size, image_size=IMAGE_SIZE)
-    # Draw once outside the trace: a first call of stacked_digits under jit fails (TracerArrayConversionError
-    # in jgan.data.digits' upsampling, reported); the digit pool is cached after an eager call.
-    real_batch(jax.random.key(0))
 
     @jax.jit
     def init(key: jax.Array) -> jgan_steps.GANState:

@@ -311,3 +311,17 @@ def test_shipped_28px_classifier_counts_the_modes_of_real_stacked_digits():
     # 2,000 uniform draws cover 1000 (1 - e^-2) = 865 triples on average.
     assert abs(int(counted.modes) - int(true.modes)) <= 20 and 820 <= int(true.modes) <= 910
     assert abs(float(counted.kl) - float(true.kl)) <= 0.05
+
+
+def test_first_call_under_jit_in_a_fresh_pool():
+    # The digit pool is built while tracing (jgan.data.digits evaluates its
+    # upsampling eagerly even under jax.jit): a regression test for a
+    # TracerArrayConversionError on the first call.
+    from jgan.data import _digits, _stacked
+
+    _stacked._digit_pool.cache_clear()
+    _digits._raw_digits.cache_clear()
+    images, labels = jax.jit(lambda key: data.stacked_digits(key, 5, image_size=12))(jax.random.key(3))
+    eager_images, eager_labels = data.stacked_digits(jax.random.key(3), 5, image_size=12)
+    np.testing.assert_array_equal(labels, eager_labels)
+    np.testing.assert_allclose(images, eager_images, atol=1e-6)

@@ -69,5 +69,7 @@ def digits(*, split: str = "train", image_size: int = 32) -> tuple[np.ndarray, n
         index = index[index % 5 != 4]
     elif split == "test":
         index = index[index % 5 == 4]
-    upsampled = np.asarray(_upsample(jnp.asarray(images[index]), image_size))
+    # Concrete even when called while tracing (e.g. a sampler's first call under jax.jit).
+    with jax.ensure_compile_time_eval():
+        upsampled = np.asarray(_upsample(jnp.asarray(images[index]), image_size))
     return upsampled, labels[index].copy()
