@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 
@@ -41,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import _cells as cells
 from examples import _harness as harness
 from examples import mog  # The experiment, imported as a module.
 from examples._harness import option
@@ -163,12 +165,6 @@ def run_row(config: mog.Config, *, seeds: int, samples_path: str | None = None) 
     }
 
 
-def _mean_se(values) -> str:
-    values = np.asarray(values, float)
-    se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{values.mean():.2f} ± {se:.2f}"
-
-
 def format_table(dataset: str, results: dict) -> str:
     """A markdown table of one dataset's rows, then the published rows."""
     spec = data.mixture(dataset)
@@ -182,16 +178,12 @@ def format_table(dataset: str, results: dict) -> str:
         # Cells measured before the divergence check have no count.
         diverged = sum(r["diverged"]) if "diverged" in r else "—"
         lines.append(
-            f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {_mean_se(r['modes'])} |"
-            f" {_mean_se(r['high_quality'])} | {_mean_se(r['reverse_kl'])} | {all(r['finished'])} |"
+            f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {cells.mean_se(r['modes'])} |"
+            f" {cells.mean_se(r['high_quality'])} | {cells.mean_se(r['reverse_kl'])} | {all(r['finished'])} |"
             f" {diverged} | {r['seconds']:.0f} | {r.get('device', '?')} |")
     for name, modes, hq, kl in PUBLISHED.get(dataset, []):
         lines.append(f"| {name} | | | {modes} | {hq} | {'—' if kl is None else kl} | | | | |")
     return "\n".join(lines)
-
-
-def _result_path(out: str, dataset: str, row: str, suffix: str = ".json") -> str:
-    return os.path.join(out, "results", f"{dataset}__{row}{suffix}")
 
 
 def plot_samples(everything: dict, out: str, path: str) -> bool:
@@ -199,24 +191,24 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
 
     Returns whether a figure was written (cells without saved samples are skipped).
     """
-    cells = [(d, r) for d, rs in everything.items() for r in rs
-             if os.path.exists(_result_path(out, d, r, ".npy"))]
-    if not cells:
+    done = [(d, r) for d, rs in everything.items() for r in rs
+             if os.path.exists(cells.result_path(out, d, r, ".npy"))]
+    if not done:
         return False
     plt = harness.pyplot()
-    datasets = [d for d in ("ring_pacgan", "ring", "grid") if any(c[0] == d for c in cells)]
-    rows = [r for r in ROWS if any(c[1] == r for c in cells)]
+    datasets = [d for d in ("ring_pacgan", "ring", "grid") if any(c[0] == d for c in done)]
+    rows = [r for r in ROWS if any(c[1] == r for c in done)]
     fig, axes = plt.subplots(len(datasets), len(rows), figsize=(2.2 * len(rows), 2.3 * len(datasets)),
                              squeeze=False)
     for i, dataset in enumerate(datasets):
         spec = data.mixture(dataset)
         for j, row in enumerate(rows):
             ax = axes[i, j]
-            if (dataset, row) not in cells:
+            if (dataset, row) not in done:
                 ax.axis("off")
                 continue
             r = everything[dataset][row]
-            samples = np.load(_result_path(out, dataset, row, ".npy"))[0]
+            samples = np.load(cells.result_path(out, dataset, row, ".npy"))[0]
             mog.scatter_mixture(ax, samples, spec,
                                 title=f"{row}\n{r['modes'][0]} modes, {r['high_quality'][0]:.0f} % HQ")
             if j == 0:
@@ -225,13 +217,6 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
     fig.tight_layout()
     harness.save_figure(path, fig, dpi=110)
     return True
-
-
-def _load(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _reusable(old: dict | None, config: mog.Config, seeds: int) -> bool:
@@ -281,25 +266,29 @@ def _table(args: Settings, _, stop) -> dict:
           flush=True)
     for dataset in [] if args.table_only else args.datasets:
         for row in args.rows:
+            if stop.requested:  # SIGINT / SIGTERM: no further cells; the table of those done, then the exit code.
+                print(f"stopped by a signal before {dataset} {row}; the same command continues (done cells are reused)",
+                      file=sys.stderr, flush=True)
+                break
             config = row_config(dataset, row, settings=args.settings, steps=args.steps or STEPS[dataset],
                                 overrides=overrides)
-            path = _result_path(args.out, dataset, row)
-            old = _load(path)
+            path = cells.result_path(args.out, dataset, row)
+            old = cells.load_result(path)
             if not args.force and _reusable(old, config, args.seeds):
                 result = old
                 print(f"{dataset} {row}: reused {path}", flush=True)
             else:
                 result = run_row(config, seeds=args.seeds,
-                                 samples_path=_result_path(args.out, dataset, row, ".npy"))
+                                 samples_path=cells.result_path(args.out, dataset, row, ".npy"))
                 harness.write_json(path, result, indent=1)
-            print(f"{dataset} {row}: modes {_mean_se(result['modes'])},"
-                  f" HQ {_mean_se(result['high_quality'])},"
-                  f" KL {_mean_se(result['reverse_kl'])}"
+            print(f"{dataset} {row}: modes {cells.mean_se(result['modes'])},"
+                  f" HQ {cells.mean_se(result['high_quality'])},"
+                  f" KL {cells.mean_se(result['reverse_kl'])}"
                   f" ({result['seconds']:.0f} s)", flush=True)
     # The table holds every result in --out (this run's and earlier ones').
     everything, tables = {}, []
     for dataset in ("ring_pacgan", "ring", "grid"):
-        results = {row: r for row in ROWS if (r := _load(_result_path(args.out, dataset, row)))}
+        results = {row: r for row in ROWS if (r := cells.load_result(cells.result_path(args.out, dataset, row)))}
         if results:
             everything[dataset] = results
             tables += [format_table(dataset, results), ""]
@@ -312,6 +301,8 @@ def _table(args: Settings, _, stop) -> dict:
     print(text)
     harness.write_text(os.path.join(args.out, "table.md"), text)
     plot_samples(everything, args.out, os.path.join(args.out, "table.png"))
+    if stop.requested:
+        raise SystemExit(128 + stop.signum)
     return everything
 
 

@@ -71,7 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import mog_table  # Shared helpers: mean ± s.e., result paths, loading results.
+from benchmarks import _cells as cells  # Shared with mog_table: result paths, loading results, mean ± s.e.
 from examples import _harness as harness
 from examples import stacked_digits as sd  # The experiment, imported as a module.
 from examples._harness import option
@@ -255,7 +255,7 @@ def format_table(protocol: str, results: dict, references: dict | None = None) -
     for row, r in results.items():
         lines.append(
             f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {r['config']['eval_samples']:,} |"
-            f" {mog_table._mean_se(r['modes'])} | {mog_table._mean_se(r['kl'])} | {mog_table._mean_se(r['confidence'])} |"
+            f" {cells.mean_se(r['modes'])} | {cells.mean_se(r['kl'])} | {cells.mean_se(r['confidence'])} |"
             f" {all(r['finished'])} | {r['seconds']:.0f} | {r['step_ms']:.0f} | {r['device']} |")
     for n in sorted({r["config"]["eval_samples"] for r in results.values()}):
         if (ref := (references or {}).get(n)) is not None:
@@ -271,16 +271,16 @@ def plot_histograms(everything: dict, out: str, path: str) -> bool:
 
     Returns whether a figure was written (cells without saved histograms are skipped).
     """
-    cells = {p: [r for r in rs if os.path.exists(mog_table._result_path(out, p, r, ".npy"))]
+    done = {p: [r for r in rs if os.path.exists(cells.result_path(out, p, r, ".npy"))]
              for p, rs in everything.items()}
-    cells = {p: rs for p, rs in cells.items() if rs}
-    if not cells:
+    done = {p: rs for p, rs in done.items() if rs}
+    if not done:
         return False
     plt = harness.pyplot()
-    fig, axes = plt.subplots(1, len(cells), figsize=(5 * len(cells), 3.4), squeeze=False)
-    for ax, (protocol, rows) in zip(axes[0], cells.items()):
+    fig, axes = plt.subplots(1, len(done), figsize=(5 * len(done), 3.4), squeeze=False)
+    for ax, (protocol, rows) in zip(axes[0], done.items()):
         for row in rows:
-            counts = np.sort(np.load(mog_table._result_path(out, protocol, row, ".npy"))[0])[::-1]
+            counts = np.sort(np.load(cells.result_path(out, protocol, row, ".npy"))[0])[::-1]
             modes = everything[protocol][row]["modes"][0]
             ax.plot(np.arange(1, counts.size + 1), counts, lw=1, label=f"{row} ({modes})")
         total = counts.sum()
@@ -342,16 +342,16 @@ def _table(args: Settings, _, stop) -> dict:
             print(f"stopped by a signal before {protocol} {row}; the same command continues (done cells are reused)",
                   file=sys.stderr, flush=True)
             break
-        path = mog_table._result_path(args.out, protocol, row)
-        old = mog_table._load(path)
+        path = cells.result_path(args.out, protocol, row)
+        old = cells.load_result(path)
         if not args.force and _reusable(old, config, args.seeds):
             result = old
             print(f"{protocol} {row}: reused {path}", flush=True)
         else:
             result = run_row(config, seeds=args.seeds, classify=classify,
-                             histograms_path=mog_table._result_path(args.out, protocol, row, ".npy"))
+                             histograms_path=cells.result_path(args.out, protocol, row, ".npy"))
             harness.write_json(path, result, indent=1)
-        print(f"{protocol} {row}: modes {mog_table._mean_se(result['modes'])}, KL {mog_table._mean_se(result['kl'])}"
+        print(f"{protocol} {row}: modes {cells.mean_se(result['modes'])}, KL {cells.mean_se(result['kl'])}"
               f" ({result['seconds']:.0f} s training, {result['step_ms']:.0f} ms/step)", flush=True)
     for n in [] if args.table_only else sorted({c.eval_samples for c in configs.values()}):
         if not os.path.exists(_reference_path(args.out, n)):
@@ -359,11 +359,11 @@ def _table(args: Settings, _, stop) -> dict:
     # The table holds every result in --out (this run's and earlier ones').
     everything, tables = {}, []
     for protocol in PROTOCOLS:
-        paths = {row: mog_table._result_path(args.out, protocol, row) for row in ROWS}
-        results = {row: r for row, path in paths.items() if (r := mog_table._load(path))}
+        paths = {row: cells.result_path(args.out, protocol, row) for row in ROWS}
+        results = {row: r for row, path in paths.items() if (r := cells.load_result(path))}
         if results:
             everything[protocol] = results
-            references = {n: mog_table._load(_reference_path(args.out, n))
+            references = {n: cells.load_result(_reference_path(args.out, n))
                           for n in {r["config"]["eval_samples"] for r in results.values()}}
             tables += [format_table(protocol, results, references), ""]
     text = "\n".join([f"jax {jax.__version__}, {jax.devices()[0].device_kind}", "", *tables])

@@ -132,3 +132,18 @@ def test_sample_scale_flags_a_diverged_generator():
     table = mog_table.format_table("ring", results)
     assert "| diverged seeds |" in table
     assert "| True | 1 | 1 | cpu |" in table and "| True | — | 1 | cpu |" in table
+
+
+def test_a_signal_stops_before_the_next_cell(tmp_path, capsys):
+    # SIGTERM during a long table: no further cell trains; the table of the
+    # cells done is written and the exit code is 128 + the signal.
+    import signal
+    import types
+
+    args = mog_table.Settings(datasets=("ring",), rows=("gan",), seeds=1, steps=2, out=str(tmp_path))
+    stop = types.SimpleNamespace(requested=True, signum=signal.SIGTERM)
+    with pytest.raises(SystemExit) as exit_info:
+        mog_table._table(args, None, stop)
+    assert exit_info.value.code == 128 + signal.SIGTERM
+    assert "stopped by a signal before ring gan" in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() and (tmp_path / "table.md").exists()
