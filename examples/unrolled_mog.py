@@ -33,7 +33,7 @@ EMA of its weights (decay 0.99). Metz et al.'s own networks (latent 256,
 MLPs 2×128, constant learning rates) are ``--latent-dim 256 --hidden 128 128
 --decay-fraction 0 --d-decay-fraction 0``: there the unrolled GAN covers the
 modes but draws streaks through them (7/8 modes, 7 % high quality at
-K = 10). Measured with the defaults (seed 0; 2-core CPU):
+K = 10). Measured with the defaults (seed 0; 191 s on an idle 2-core CPU):
 
     K   modes  high quality  reverse KL  Sinkhorn divergence
     0   4/8     3.4 %        0.75        1.81
