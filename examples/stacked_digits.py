@@ -50,6 +50,9 @@ The samples are blurred digit-like strokes, not yet sharp digits: the
 classifier labels them with a mean confidence of 0.76 (0.97 on real data),
 so many counted triples are guesses on unclear strokes; read the modes
 beside the confidence. More steps did not help within these budgets.
+Counting only samples whose three channels are all classified with
+probability >= 0.9: 4.4 % of the 3,000-step samples qualify and cover 419
+triples (real test-split stacked digits: 79 %, all 1,000).
 
 The experiment (config, training core, evaluation) is importable:
 ``benchmarks.stacked_table`` trains its rows with :func:`make_experiment` and
