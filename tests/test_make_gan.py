@@ -30,6 +30,7 @@ from jgan.steps import make_gan
 from jgan.unroll import Unrolled
 
 from nets import discriminator, generator, mlp, mlp_init
+from tree_checks import assert_close_to_roundoff
 from test_multidevice import CONFIGS as MULTIDEVICE_CONFIGS
 
 LATENT = 3
@@ -259,13 +260,7 @@ def test_make_gan_and_the_wrapper_equal_the_frozen_step_bit_for_bit(name):
     # Exact with one discriminator update. With d_steps > 1 the updates are now
     # unrolled into straight-line code (the frozen step ran them in a while loop),
     # which XLA fuses differently: equal to a few units in the last place.
-    if case.legacy.get("d_steps", 1) == 1:
-        same = chex.assert_trees_all_equal
-    else:
-        def same(actual, expected):
-            as_data = lambda tree: jax.tree.map(  # noqa: E731  (keys compare as their bits)
-                lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
-            chex.assert_trees_all_close(as_data(actual), as_data(expected), rtol=1e-5, atol=1e-6)
+    same = chex.assert_trees_all_equal if case.legacy.get("d_steps", 1) == 1 else assert_close_to_roundoff
     same(kept, expected)
     same(_as_legacy(composed, case), expected)
     # The metrics too (the twin's nonfinite covered only the metrics; both are 0 here).

@@ -20,6 +20,7 @@ from jgan.penalties import R1, GradientPenalty
 from jgan.unroll import Unrolled
 
 from nets import discriminator, generator, mlp_init
+from tree_checks import assert_close_to_roundoff
 from test_multidevice import CONFIGS
 
 DEVICES = 8
@@ -98,19 +99,12 @@ def test_shard_mapped_make_gan_equals_the_shard_mapped_frozen_step(name):
     both = jax.jit(lambda a, b, batch: (legacy_step(a, batch), step(b, batch)))
     # Exact with one critic update; with d_steps > 1 make_gan now writes the updates
     # out as straight-line code (the frozen step looped), which XLA fuses differently.
-    same = chex.assert_trees_all_equal if PARTS[name].get("d_steps", 1) == 1 else _close
+    same = chex.assert_trees_all_equal if PARTS[name].get("d_steps", 1) == 1 else assert_close_to_roundoff
     for i in range(N_STEPS):
         (legacy_state, expected_metrics), (state, metrics) = both(legacy_state, state, _batch(i))
-        same(steps.GANState(*legacy_state), state)
-        same(expected_metrics, {k: metrics[k] for k in expected_metrics})
+        same(state, steps.GANState(*legacy_state))
+        same({k: metrics[k] for k in expected_metrics}, expected_metrics)
     assert int(state.step) == N_STEPS
-
-
-def _close(expected, actual):
-    """Equal to float32 round-off; PRNG keys compare as their bits."""
-    as_data = lambda tree: jax.tree.map(  # noqa: E731
-        lambda x: jax.random.key_data(x) if jnp.issubdtype(x.dtype, jax.dtypes.prng_key) else x, tree)
-    chex.assert_trees_all_close(as_data(actual), as_data(expected), rtol=1e-5, atol=1e-6)
 
 
 # Where the sharded step is compared with another optimizer than adam(1e-2), and why.
