@@ -34,7 +34,7 @@ Steps: every protocol trains a fixed number of generator updates,
 ``STEPS`` (30,000, within the range of the papers' runs) unless ``--steps``
 says otherwise. On an accelerator::
 
-    python -m examples.train_digits_classifier --image-size 28 --out runs/digits_classifier_28
+    python -m examples.train_digits_classifier --image-size 28 --steps 3000 --out runs/digits_classifier_28
     python -m benchmarks.stacked_table --seeds 10 --out runs/stacked_table
 
 On a 2-core CPU that is days of work: the CPU runs use ``--steps``,

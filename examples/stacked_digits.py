@@ -16,14 +16,14 @@ digits as the channels of a 28x28 image: 1,000 modes) and writes to ``--out``:
 
 Modes are counted as Metz et al. count them on Stacked MNIST: a digit
 classifier labels each channel of every sample (``python -m
-examples.train_digits_classifier --image-size 28 --out
-runs/digits_classifier_28`` trains it, in about a minute). The data are an
+examples.train_digits_classifier --image-size 28 --steps 3000 --out
+runs/digits_classifier_28`` trains it, 98.6-98.9 % test accuracy). The data are an
 offline analogue of Stacked MNIST (scikit-learn's 8x8 digits upsampled), not
 the same data: numbers here are not the papers' numbers.
 
 Usage::
 
-    python -m examples.train_digits_classifier --image-size 28 --out runs/digits_classifier_28  # once
+    python -m examples.train_digits_classifier --image-size 28 --steps 3000 --out runs/digits_classifier_28  # once
     python -m examples.stacked_digits --out runs/stacked_digits
     python -m examples.stacked_digits --out runs/stacked_digits --resume      # after an interruption
     python -m examples.stacked_digits --out runs/k5 --pack 1 --unroll-steps 5 # an unrolled GAN instead
@@ -88,7 +88,7 @@ NETWORKS = ("metz_quarter", "metz_half", "dcgan")
 IMAGE_SIZE = 28
 NUM_MODES = 1000
 DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier_28", "classifier.msgpack")
-CLASSIFIER_COMMAND = "python -m examples.train_digits_classifier --image-size 28 --out runs/digits_classifier_28"
+CLASSIFIER_COMMAND = "python -m examples.train_digits_classifier --image-size 28 --steps 3000 --out runs/digits_classifier_28"
 # Samples generated (and classified) per compiled call of the evaluation.
 EVAL_CHUNK = 1280
 GRID_SAMPLES = 64

@@ -286,7 +286,7 @@ SHIPPED_28 = REPO_ROOT / "runs" / "digits_classifier_28"  # examples/train_digit
 def _shipped_28():
     if not (SHIPPED_28 / "metrics.json").exists() or not (SHIPPED_28 / "classifier.msgpack").exists():
         pytest.skip(f"no trained classifier in {SHIPPED_28}: run python -m examples.train_digits_classifier "
-                    "--image-size 28 --out runs/digits_classifier_28")
+                    "--image-size 28 --steps 3000 --out runs/digits_classifier_28")
     return json.loads((SHIPPED_28 / "metrics.json").read_text()), models.load_classifier(SHIPPED_28 / "classifier.msgpack")
 
 
