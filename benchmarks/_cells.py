@@ -31,3 +31,10 @@ def mean_se(values) -> str:
     values = np.asarray(values, float)
     se = values.std(ddof=1) / np.sqrt(len(values)) if len(values) > 1 else float("nan")
     return f"{values.mean():.2f} ± {se:.2f}"
+
+
+def reusable(old: dict | None, fields: dict, seeds: int) -> bool:
+    """Whether a saved cell ``old`` was computed with these training ``fields`` and ``seeds`` seeds."""
+    if old is None or old.get("seeds") != seeds:
+        return False
+    return {k: old["config"].get(k) for k in fields} == fields

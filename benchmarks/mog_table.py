@@ -221,10 +221,7 @@ def plot_samples(everything: dict, out: str, path: str) -> bool:
 
 def _reusable(old: dict | None, config: mog.Config, seeds: int) -> bool:
     """Whether a stored result is that of ``config`` with ``seeds`` seeds (what training computes is the same)."""
-    if old is None or old.get("seeds") != seeds:
-        return False
-    fields = mog.training_fields(config)
-    return {k: old["config"].get(k) for k in fields} == fields
+    return cells.reusable(old, mog.training_fields(config), seeds)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -296,10 +296,7 @@ def plot_histograms(everything: dict, out: str, path: str) -> bool:
 
 def _reusable(old: dict | None, config: sd.Config, seeds: int) -> bool:
     """Whether a stored result is that of ``config`` with ``seeds`` seeds (what training and evaluation compute)."""
-    if old is None or old.get("seeds") != seeds:
-        return False
-    fields = sd.training_fields(config)
-    return {k: old["config"].get(k) for k in fields} == fields
+    return cells.reusable(old, sd.training_fields(config), seeds)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,3 +42,17 @@ def x64():
     """Runs the test body with 64-bit floats enabled (for closed-form checks)."""
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory):
+    """A tiny untrained stand-in for the stacked digits' mode-counting classifier (28x28, one channel): its path."""
+    import jax.numpy as jnp
+
+    from jgan import models  # flax: imported only by the tests that use it
+
+    path = tmp_path_factory.mktemp("classifier") / "classifier.msgpack"
+    module = models.DigitClassifier(features=(4, 4, 4))
+    params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
+    models.save_classifier(path, module, params, image_size=28)
+    return str(path)

@@ -17,16 +17,6 @@ from jgan import metrics, models, unroll
 TINY = dict(batch_size=8, steps=3, eval_samples=20, sample_every=2, checkpoint_every=2, log_every=1, latent_dim=16)
 
 
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A tiny untrained stand-in for the mode-counting classifier (28x28, one channel)."""
-    path = tmp_path_factory.mktemp("classifier") / "classifier.msgpack"
-    module = models.DigitClassifier(features=(4, 4, 4))
-    params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    models.save_classifier(path, module, params, image_size=28)
-    return str(path)
-
-
 def test_a_few_steps_write_every_output(tmp_path, classifier):
     out = tmp_path / "run"
     args = ["--out", str(out), "--classifier", classifier, "--quiet",

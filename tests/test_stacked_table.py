@@ -4,26 +4,14 @@ import dataclasses
 import json
 
 import jax
-import jax.numpy as jnp
 import matplotlib.image
 import numpy as np
 import pytest
 
 from benchmarks import stacked_table as st
 from examples import stacked_digits as sd
-from jgan import models
 
 TINY = dict(batch_size=8, latent_dim=16)
-
-
-@pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    """A tiny untrained stand-in for the mode-counting classifier (28x28, one channel)."""
-    path = tmp_path_factory.mktemp("classifier") / "classifier.msgpack"
-    module = models.DigitClassifier(features=(4, 4, 4))
-    params = module.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)))["params"]
-    models.save_classifier(path, module, params, image_size=28)
-    return str(path)
 
 
 @pytest.fixture
