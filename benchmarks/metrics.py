@@ -224,9 +224,10 @@ def _frechet_scipy(mu1, sigma1, mu2, sigma2, eps=1e-6):
     from scipy import linalg
 
     diff = mu1 - mu2
-    with warnings.catch_warnings():  # scipy >= 1.16 deprecates ``disp``; pytorch-fid passes it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    # pytorch-fid passes ``disp=False``, which SciPy 1.16 deprecated and 1.18
+    # removed; without it ``sqrtm`` returns the root alone on every SciPy.
+    # (SciPy 1.11.2-1.12 returned wrong roots: the dev extra requires 1.13.)
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
