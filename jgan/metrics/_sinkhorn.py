@@ -11,15 +11,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from jgan import _validate
+from jgan.metrics import _ot_costs
+from jgan.metrics._ot_costs import Matrix, Points
 
 _COSTS = ("sqeuclidean", "euclidean")
-
-# Up to this dimension the [n, m] costs are summed coordinate by coordinate
-# from the differences x_ik - y_jk (exact: no cancellation, 0 on identical
-# points, one fused elementwise pass per coordinate); above it the squared
-# Euclidean cost uses the expansion |x|^2 + |y|^2 - 2 x.y (a matrix product)
-# on centred clouds, and the Euclidean cost the differences reduced over d.
-_COORDINATE_SUM_MAX_DIM = 8
 
 # The convergence loops stop at a marginal error <= _STOP * threshold, as
 # estimated inside the loop (from the next update, at no extra pass). The
@@ -129,6 +124,53 @@ class Overrelaxation:
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class Online:
+    """Never store the ``[n, m]`` cost matrix: recompute it from the points at every pass.
+
+    Each pass over the cost (a Sinkhorn half-iteration, a marginal, a
+    plan-vector product of the implicit gradient) recomputes it in blocks of
+    rows, each block about ``block_bytes`` large, and keeps only vectors
+    between blocks: memory is ``O((n + m) d + block_bytes)``, never
+    ``O(n m)``, so clouds of 50,000 points or more (a 10 GB matrix in
+    float32) fit on a laptop. Each pass then costs the ground cost (``d``
+    operations per entry) on top of its exponential, and the log-sum-exps
+    are the exact two-pass ones (each block stabilised by its own maximum).
+    Gradients need no stored matrix either: implicit differentiation in the
+    convergence mode, recomputation of each block (``jax.checkpoint``) in
+    the fixed-iteration mode. ``return_plan`` is refused.
+
+    ``sinkhorn``'s default, ``online="auto"``, stores the matrix when it
+    takes at most ``AUTO_ONLINE_BYTES`` (512 MiB: 11,585 points per cloud in
+    float32) and uses ``Online()`` above that; ``online=None`` always
+    stores it.
+
+    Attributes:
+      block_bytes: the memory of one block of rows of the cost, ``> 0``
+        (at least one row).
+    """
+
+    block_bytes: int = 64 * 2**20
+
+    def __post_init__(self):
+        _validate.check_int(self.block_bytes, "Online block_bytes", minimum=1)
+
+    def rows(self, n: int, m: int, dtype: Any) -> int:
+        """The rows of one block of an ``[n, m]`` cost of ``dtype``."""
+        return _ot_costs.block_rows(n, m, jnp.dtype(dtype).itemsize, self.block_bytes)
+
+
+# The dense cost matrix largest under online="auto" (bytes).
+AUTO_ONLINE_BYTES = 512 * 2**20
+
+
+def _block(online, n, m, dtype):
+    """The online mode's block rows for an ``[n, m]`` cost, or None to store the matrix."""
+    if online == "auto":
+        online = Online() if n * m * jnp.dtype(dtype).itemsize > AUTO_ONLINE_BYTES else None
+    return None if online is None else online.rows(n, m, dtype)
+
+
 class SinkhornOutput(NamedTuple):
     """The result of ``sinkhorn``.
 
@@ -209,7 +251,7 @@ def _check_weights(w: Any, size: int, name: str, points: str) -> None:
 
 
 def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-             num_iterations, epsilon_scaling, overrelaxation):
+             num_iterations, epsilon_scaling, overrelaxation, online):
     """Validates the inputs and casts the arrays to one floating dtype.
 
     Returns ``(x, y, a, b, epsilon, threshold, static)``, ``static`` the
@@ -222,8 +264,11 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
     if overrelaxation is not None:
         _validate.check_instance(overrelaxation, "overrelaxation", Overrelaxation,
                                  "an Overrelaxation or None")
+    if not (online is None or online == "auto" or isinstance(online, Online)):
+        raise TypeError(f"online must be 'auto', None or an Online, got {online!r}.")
     static = dict(
         cost=cost,
+        online=online,
         max_iterations=count(max_iterations, "max_iterations"),
         inner_iterations=count(inner_iterations, "inner_iterations"),
         num_iterations=(
@@ -270,62 +315,16 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
 
 
 # ------------------------------------------------------------ ground costs
-#
-# Dot products are written as sums of products: on GPUs a float32 jnp.dot
-# may run in reduced precision (TF32), and these feed costs of any size.
 
 
-def _inner(x, v):
-    """``[n]`` inner products ``<x_i, v>``, in full precision."""
-    return jnp.sum(x * v, axis=-1)
-
-
-def _weighted_mean(x, w):
-    """``sum_i w_i x_i``, ``[d]``."""
-    return jnp.sum(w[:, None] * x, axis=0)
-
-
-def _squared_distances(x, y):
-    """``[n, m]`` squared distances ``|x_i - y_j|^2``.
-
-    Summed coordinate by coordinate from the differences when ``d`` is small
-    (exact up to rounding of each term: no cancellation, exactly 0 on
-    identical points); otherwise expanded as ``|x|^2 + |y|^2 - 2 x.y``, a
-    matrix product whose cancellation is relative to ``|x|^2 + |y|^2``: the
-    callers centre the clouds first.
-    """
-    d = x.shape[1]
-    if d <= _COORDINATE_SUM_MAX_DIM:
-        total = jnp.zeros((x.shape[0], y.shape[0]), x.dtype)
-        for k in range(d):
-            total = total + jnp.square(x[:, k, None] - y[None, :, k])
-        return total
-    cross = jnp.matmul(x, y.T, precision=lax.Precision.HIGHEST)
-    sq = jnp.sum(x * x, 1)[:, None] + jnp.sum(y * y, 1)[None, :] - 2 * cross
-    return jnp.maximum(sq, 0)
-
-
-def _safe_sqrt(sq):
-    """``sqrt`` with derivative 0 (a subgradient of the norm) at 0, not inf."""
-    positive = sq > 0
-    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1)), 0)
-
-
-def _distances(x, y):
-    """``[n, m]`` distances ``|x_i - y_j|``, from the differences (exactly 0 on identical points)."""
-    if x.shape[1] <= _COORDINATE_SUM_MAX_DIM:
-        sq = _squared_distances(x, y)
-    else:
-        sq = jnp.sum(jnp.square(x[:, None, :] - y[None, :, :]), axis=-1)
-    return _safe_sqrt(sq)
-
-
-def _ground_cost(x, y, a, b, cost):
+def _ground_cost(x, y, a, b, cost, block):
     """The cost ``C_ij = c_ij + u_i + v_j``, split into ``(c, u, v)``.
 
     ``u_i + v_j`` is a separable part that does not change the plan (it
     shifts the potentials: ``f = f_c + u``, ``g = g_c + v``) and ``c`` is
-    what is left, small whatever the clouds' position. With ``p``, ``q``
+    what is left, small whatever the clouds' position, stored as a
+    ``Matrix`` (``block`` None) or as ``Points`` recomputed in blocks of
+    ``block`` rows (the online mode). With ``p``, ``q``
     the weighted means of ``x`` and ``y``, ``x~ = x - p``, ``y~ = y - q``
     and ``delta = p - q``:
 
@@ -338,31 +337,39 @@ def _ground_cost(x, y, a, b, cost):
       a lower bound), and ``c = |x_i - y_j| - u_i - v_j >= 0``; its
       rounding error is that of ``|x_i - y_j|`` itself.
     """
-    p, q = _weighted_mean(x, a), _weighted_mean(y, b)
+    p, q = _ot_costs.weighted_mean(x, a), _ot_costs.weighted_mean(y, b)
     xc, yc = x - p, y - q
     delta = p - q
     if cost == "sqeuclidean":
-        c = _squared_distances(xc, yc)
-        u = 2 * _inner(xc, delta) + jnp.sum(delta * delta)
-        v = -2 * _inner(yc, delta)
-        return c, u, v
-    norm = _safe_sqrt(jnp.sum(delta * delta))
+        u = 2 * _ot_costs.inner(xc, delta) + jnp.sum(delta * delta)
+        v = -2 * _ot_costs.inner(yc, delta)
+        if block is not None:
+            return Points.create(xc, yc, jnp.zeros_like(u), jnp.zeros_like(v), cost=cost,
+                                 block=block), u, v
+        return Matrix(_ot_costs.squared_distances(xc, yc)), u, v
+    norm = _ot_costs.safe_sqrt(jnp.sum(delta * delta))
     e = jnp.where(norm > 0, delta / jnp.where(norm > 0, norm, 1), 0)
-    u = norm + _inner(xc, e)
-    v = -_inner(yc, e)
-    return _distances(x, y) - u[:, None] - v[None, :], u, v
+    u = norm + _ot_costs.inner(xc, e)
+    v = -_ot_costs.inner(yc, e)
+    if block is not None:
+        return Points.create(x, y, u, v, cost=cost, block=block), u, v
+    return Matrix(_ot_costs.distances(x, y) - u[:, None] - v[None, :]), u, v
 
 
-def _self_cost(x, a, cost):
-    """``[n, n]`` ground costs of ``x`` to itself, with an exact zero diagonal."""
+def _self_cost(x, a, cost, block):
+    """The ``[n, n]`` ground costs of ``x`` to itself, with an exact zero diagonal.
+
+    A ``Matrix`` (``block`` None) or ``Points`` in blocks of ``block`` rows.
+    """
     if cost == "sqeuclidean":
-        xc = x - _weighted_mean(x, a)
-        c = _squared_distances(xc, xc)
-    else:
-        c = _distances(x, x)
+        x = x - _ot_costs.weighted_mean(x, a)
+    if block is not None:
+        zero = jnp.zeros(x.shape[0], x.dtype)
+        return Points.create(x, x, zero, zero, cost=cost, block=block, zero_diagonal=True)
+    c = _ot_costs.squared_distances(x, x) if cost == "sqeuclidean" else _ot_costs.distances(x, x)
     # Exact already when computed from the differences; the expansion leaves
     # rounding noise on the diagonal.
-    return jnp.where(jnp.eye(x.shape[0], dtype=bool), 0, c)
+    return Matrix(jnp.where(jnp.eye(x.shape[0], dtype=bool), 0, c))
 
 
 # ----------------------------------------------------------------- kernels
@@ -373,95 +380,16 @@ def _safe_log(w):
     return jnp.where(positive, jnp.log(jnp.where(positive, w, 1)), -jnp.inf)
 
 
-def _expand(v, axis):
-    """Broadcasts a vector indexed by the non-reduced axis to ``[n, m]``."""
-    return v[:, None] if axis == 1 else v[None, :]
-
-
-def _expand_other(v, axis):
-    """Broadcasts a vector indexed by the reduced axis to ``[n, m]``."""
-    return v[None, :] if axis == 1 else v[:, None]
-
-
-def _scaled(c_hat, scale):
-    return c_hat if scale is None else scale * c_hat
-
-
-def _logsumexp_exact(h, c_hat, axis, scale=None):
-    """``LSE over axis of (h - scale c_hat)``, stabilised by the exact maximum."""
-    # The maximum is written as -min(c_hat - h) rather than max(h - c_hat):
-    # XLA would otherwise share (materialise) the [n, m] difference between
-    # the two passes instead of recomputing it from c_hat in each.
-    top = -jnp.min(_scaled(c_hat, scale) - _expand_other(h, axis), axis=axis)
-    top = jnp.where(jnp.isfinite(top), top, 0)
-    total = jnp.sum(
-        jnp.exp(_expand_other(h, axis) - _scaled(c_hat, scale) - _expand(top, axis)), axis=axis
-    )
-    return top + jnp.log(total)
-
-
-def _shifted_logsumexp(h, c_hat, shift, axis, scale=None):
-    """``LSE over axis of (h - scale c_hat)`` in one pass over ``c_hat``.
-
-    ``shift`` (a vector over the kept axis) is a guess of the result: the
-    previous iterate's value. The sum ``exp(h - c_hat - shift)`` then takes a
-    single pass over the ``[n, m]`` matrix, instead of the two (maximum, then
-    sum) of a textbook log-sum-exp. Where the guess is too far off for the
-    sum to be accurate in floating point (it overflows, or falls below
-    ``exp(-|log tiny| / 2)``), the exact two-pass form is used instead. That
-    fallback is a ``while_loop`` of 0 or 1 trips, so under ``vmap`` it runs
-    only when some problem of the batch needs it (a ``cond`` would run both
-    branches for every problem). ``scale`` (a scalar, None for 1) multiplies
-    ``c_hat`` inside the pass, so epsilon-scaling needs no rescaled copy.
-    """
-    total = jnp.sum(
-        jnp.exp(_expand_other(h, axis) - _scaled(c_hat, scale) - _expand(shift, axis)),
-        axis=axis,
-    )
-    out = shift + jnp.log(total)
-    floor = 0.5 * math.log(jnp.finfo(c_hat.dtype).tiny)
-    bad = jnp.any(~(jnp.isfinite(out) & (out - shift > floor)))
-
-    def fallback(carry):
-        return _logsumexp_exact(h, c_hat, axis, scale), jnp.zeros_like(carry[1])
-
-    out, _ = lax.while_loop(lambda carry: carry[1], fallback, (out, bad))
-    return out
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _logsumexp(h, c_hat, shift, axis):
-    """``_shifted_logsumexp`` with a backward pass that stores no ``[n, m]`` array."""
-    return _shifted_logsumexp(h, c_hat, shift, axis)
-
-
-def _logsumexp_fwd(h, c_hat, shift, axis):
-    out = _logsumexp(h, c_hat, shift, axis)
-    return out, (h, c_hat, shift, out)
-
-
-def _logsumexp_bwd(axis, res, out_bar):
-    # The softmax weights are recomputed here rather than saved, so reverse
-    # mode through a lax.scan of T iterations stores O(T (n + m)), not
-    # O(T n m).
-    h, c_hat, shift, out = res
-    weights = jnp.exp(_expand_other(h, axis) - c_hat - _expand(out, axis))
-    weighted = weights * _expand(out_bar, axis)
-    h_bar = jnp.sum(weighted, axis=1 - axis)
-    return h_bar, -weighted, jnp.zeros_like(shift)
-
-
-_logsumexp.defvjp(_logsumexp_fwd, _logsumexp_bwd)
 
 
 def _g_update(f_hat, g_hat, c_hat, log_a):
-    """``g / epsilon`` from ``f / epsilon``; the column-marginal half step."""
-    return -_logsumexp(f_hat + log_a, c_hat, -g_hat, 0)
+    """``g / epsilon`` from ``f / epsilon``; the column-marginal half step (differentiable)."""
+    return -c_hat.logsumexp(f_hat + log_a, -g_hat, 0)
 
 
 def _f_update(f_hat, g_hat, c_hat, log_b):
-    """``f / epsilon`` from ``g / epsilon``; the row-marginal half step."""
-    return -_logsumexp(g_hat + log_b, c_hat, -f_hat, 1)
+    """``f / epsilon`` from ``g / epsilon``; the row-marginal half step (differentiable)."""
+    return -c_hat.logsumexp(g_hat + log_b, -f_hat, 1)
 
 
 def _column_error(g_old, g_new, b):
@@ -504,7 +432,7 @@ def _epsilon_schedule(c, epsilon, scaling):
     epsilon``.
     """
     if scaling.initial is None:
-        first = jnp.max(c) - jnp.min(c)
+        first = c.range()
     else:
         first = jnp.asarray(scaling.initial, c.dtype)
     ratio = first / epsilon
@@ -537,7 +465,7 @@ def _iterate_to_threshold(c, a, b, epsilon, threshold, max_iterations, inner_ite
     the target), so the matrix ``c_hat = c / epsilon`` is computed once.
     """
     dtype = c.dtype
-    c_hat = c / epsilon
+    c_hat = c.divided(epsilon)
     log_a, log_b = _safe_log(a), _safe_log(b)
     if scaling is not None:
         first, count = _epsilon_schedule(c, epsilon, scaling)
@@ -552,11 +480,13 @@ def _iterate_to_threshold(c, a, b, epsilon, threshold, max_iterations, inner_ite
 
     def g_update(f_hat, g_hat, s):
         h = _times(s, f_hat) + log_a
-        return -_shifted_logsumexp(h, c_hat, -_times(s, g_hat), 0, s) / (1 if s is None else s)
+        return -_ot_costs.shifted_logsumexp(h, c_hat, -_times(s, g_hat), 0, s) / (
+            1 if s is None else s)
 
     def f_update(f_hat, g_hat, s):
         h = _times(s, g_hat) + log_b
-        return -_shifted_logsumexp(h, c_hat, -_times(s, f_hat), 1, s) / (1 if s is None else s)
+        return -_ot_costs.shifted_logsumexp(h, c_hat, -_times(s, f_hat), 1, s) / (
+            1 if s is None else s)
 
     def gauge(f_hat, g_hat, g_next):
         # <a, f> = <b, g>: without it the start -log(a) / s_0 of epsilon-scaling
@@ -644,7 +574,7 @@ def _iterate_to_threshold(c, a, b, epsilon, threshold, max_iterations, inner_ite
 
 def _iterate_fixed(c, a, b, epsilon, num_iterations):
     """Exactly ``num_iterations`` Sinkhorn iterations in a ``lax.scan``."""
-    c_hat = c / epsilon
+    c_hat = c.divided(epsilon)
     log_a, log_b = _safe_log(a), _safe_log(b)
 
     def step(fg, _):
@@ -674,7 +604,7 @@ def _iterate_symmetric_to_threshold(c, a, epsilon, threshold, max_iterations,
     Returns ``(f, iterations)`` with ``f`` unscaled. (No epsilon-scaling or
     over-relaxation: the averaged updates converge in a few dozen.)
     """
-    c_hat = c / epsilon
+    c_hat = c.divided(epsilon)
     log_a = _safe_log(a)
     f_start, _ = _initial_potentials(a, a, c.dtype)
 
@@ -703,7 +633,7 @@ def _iterate_symmetric_to_threshold(c, a, epsilon, threshold, max_iterations,
 
 def _iterate_symmetric_fixed(c, a, epsilon, num_iterations):
     """Exactly ``num_iterations`` symmetric Sinkhorn updates in a ``lax.scan``."""
-    c_hat = c / epsilon
+    c_hat = c.divided(epsilon)
     log_a = _safe_log(a)
     f_start, _ = _initial_potentials(a, a, c.dtype)
     f_hat, _ = lax.scan(
@@ -716,10 +646,6 @@ def _iterate_symmetric_fixed(c, a, epsilon, num_iterations):
 # ------------------------------------------------- implicit differentiation
 
 
-def _matvec(k, y):
-    return jnp.matmul(k, y, precision=lax.Precision.HIGHEST)
-
-
 def _optimality(f, g, c, a, b, epsilon):
     """The fixed-point residual whose root is the Sinkhorn solution.
 
@@ -729,9 +655,9 @@ def _optimality(f, g, c, a, b, epsilon):
     ``H = [[diag(P 1), P], [P^T, diag(P^T 1)]]`` and ``v = (a, -b)``:
     symmetric positive definite (``H`` alone is singular along ``(1, -1)``).
     """
-    plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
+    row, col, _ = c.plan_sums(f, g, a, b, epsilon)
     gauge = (jnp.sum(a * f) - jnp.sum(b * g)) / epsilon
-    return jnp.sum(plan, 1) - a + a * gauge, jnp.sum(plan, 0) - b - b * gauge
+    return row - a + a * gauge, col - b - b * gauge
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2, 3))
@@ -761,19 +687,20 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, r
     # on how it was reached (epsilon-scaling, over-relaxation or neither).
     f, g, c, a, b, epsilon, threshold = res
     f_bar, g_bar = out_bar[0], out_bar[1]
-    plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
-    row, col = jnp.sum(plan, 1), jnp.sum(plan, 0)
+    row, col, _ = c.plan_sums(f, g, a, b, epsilon)
+    matvec_plan, rmatvec_plan = c.plan_products(f, g, a, b, epsilon)
     # A zero-weight point has an empty row / column: keep J invertible there.
     row = jnp.where(row > 0, row, 1)
     col = jnp.where(col > 0, col, 1)
     inv_sqrt_row, inv_sqrt_col = lax.rsqrt(row), lax.rsqrt(col)
-    k = inv_sqrt_row[:, None] * plan * inv_sqrt_col[None, :]
     s_a, s_b = a * inv_sqrt_row, -b * inv_sqrt_col
 
     def matvec(y):
         y1, y2 = y
         proj = jnp.sum(s_a * y1) + jnp.sum(s_b * y2)
-        return (y1 + _matvec(k, y2) + s_a * proj, y2 + _matvec(k.T, y1) + s_b * proj)
+        k_y2 = inv_sqrt_row * matvec_plan(inv_sqrt_col * y2)
+        kt_y1 = inv_sqrt_col * rmatvec_plan(inv_sqrt_row * y1)
+        return (y1 + k_y2 + s_a * proj, y2 + kt_y1 + s_b * proj)
 
     rhs = (epsilon * inv_sqrt_row * f_bar, epsilon * inv_sqrt_col * g_bar)
     tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
@@ -782,7 +709,8 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, r
     lam = (inv_sqrt_row * y[0], inv_sqrt_col * y[1])
     _, vjp = jax.vjp(lambda c, a, b, eps: _optimality(f, g, c, a, b, eps), c, a, b, epsilon)
     c_bar, a_bar, b_bar, eps_bar = vjp(lam)
-    return -c_bar, -a_bar, -b_bar, -eps_bar, jnp.zeros_like(threshold)
+    return (jax.tree.map(jnp.negative, c_bar), -a_bar, -b_bar, -eps_bar,
+            jnp.zeros_like(threshold))
 
 
 _solve_implicit.defvjp(_solve_implicit_fwd, _solve_implicit_bwd)
@@ -795,8 +723,7 @@ def _symmetric_optimality(f, c, a, epsilon):
     definite when ``P`` has a positive diagonal (``C_ii = 0``): no gauge is
     left once ``g = f``.
     """
-    plan = a[:, None] * a[None, :] * jnp.exp((f[:, None] + f[None, :] - c) / epsilon)
-    return jnp.sum(plan, 1) - a
+    return c.plan_sums(f, f, a, a, epsilon)[0] - a
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
@@ -823,18 +750,18 @@ def _solve_symmetric_implicit_bwd(max_iterations, inner_iterations, res, out_bar
     # solve is then easier, not harder.
     f, c, a, epsilon, threshold = res
     f_bar = out_bar[0]
-    plan = a[:, None] * a[None, :] * jnp.exp((f[:, None] + f[None, :] - c) / epsilon)
-    row = jnp.sum(plan, 1)
+    row = c.plan_sums(f, f, a, a, epsilon)[0]
+    matvec_plan, _ = c.plan_products(f, f, a, a, epsilon)
     inv_sqrt_row = lax.rsqrt(jnp.where(row > 0, row, 1))  # a zero weight: empty row
-    k = inv_sqrt_row[:, None] * plan * inv_sqrt_row[None, :]
     tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
     y, _ = jax.scipy.sparse.linalg.cg(
-        lambda y: y + _matvec(k, y), epsilon * inv_sqrt_row * f_bar, tol=tol,
+        lambda y: y + inv_sqrt_row * matvec_plan(inv_sqrt_row * y),
+        epsilon * inv_sqrt_row * f_bar, tol=tol,
         maxiter=max(max_iterations, 100),
     )
     _, vjp = jax.vjp(lambda c, a, eps: _symmetric_optimality(f, c, a, eps), c, a, epsilon)
     c_bar, a_bar, eps_bar = vjp(inv_sqrt_row * y)
-    return -c_bar, -a_bar, -eps_bar, jnp.zeros_like(threshold)
+    return jax.tree.map(jnp.negative, c_bar), -a_bar, -eps_bar, jnp.zeros_like(threshold)
 
 
 _solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
@@ -854,15 +781,17 @@ _solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
         "num_iterations",
         "epsilon_scaling",
         "overrelaxation",
+        "online",
         "return_plan",
     ),
 )
 def _sinkhorn(
     x, y, a, b, epsilon, threshold, *, cost, max_iterations, inner_iterations,
-    num_iterations, epsilon_scaling, overrelaxation, return_plan,
+    num_iterations, epsilon_scaling, overrelaxation, online, return_plan,
 ):
     """``sinkhorn`` on validated inputs of one dtype."""
-    c, u, v = _ground_cost(x, y, a, b, cost)
+    block = _block(online, x.shape[0], y.shape[0], x.dtype)
+    c, u, v = _ground_cost(x, y, a, b, cost, block)
     if num_iterations is None:
         f, g, iterations = _solve_implicit(
             max_iterations, inner_iterations, epsilon_scaling, overrelaxation, c, a, b,
@@ -876,10 +805,10 @@ def _sinkhorn(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("cost", "max_iterations", "inner_iterations", "num_iterations"),
+    static_argnames=("cost", "max_iterations", "inner_iterations", "num_iterations", "online"),
 )
 def _self_transport(
-    x, a, epsilon, threshold, *, cost, max_iterations, inner_iterations, num_iterations,
+    x, a, epsilon, threshold, *, cost, max_iterations, inner_iterations, num_iterations, online,
 ):
     """``sinkhorn(x, x, a=a, b=a)`` by symmetric updates, on validated inputs.
 
@@ -890,7 +819,7 @@ def _self_transport(
     alternating ones, whose plan is nearly diagonal here, take thousands.
     ``iterations`` counts these updates (one pass over ``C`` each).
     """
-    c = _self_cost(x, a, cost)
+    c = _self_cost(x, a, cost, _block(online, x.shape[0], x.shape[0], x.dtype))
     if num_iterations is None:
         f, iterations = _solve_symmetric_implicit(
             max_iterations, inner_iterations, c, a, epsilon, threshold
@@ -912,11 +841,11 @@ def _output(c, u, v, a, b, f, g, epsilon, threshold, iterations, return_plan):
     # One pass over the plan for its cost and marginals. The plan's entries
     # are at most about a_i (its rows sum to about a), so the exponential
     # cannot overflow.
-    plan = a[:, None] * b[None, :] * jnp.exp((f[:, None] + g[None, :] - c) / epsilon)
-    row, col = jnp.sum(plan, 1), jnp.sum(plan, 0)
+    row, col, plan_cost = c.plan_sums(f, g, a, b, epsilon)
+    plan = c.plan(f, g, a, b, epsilon) if return_plan else None
     mass = jnp.sum(row)
     # <P, C> = <P, c> + <P 1, u> + <P^T 1, v>, and <a, f + u> + <b, g + v>.
-    transport_cost = jnp.sum(plan * c) + jnp.sum(row * u) + jnp.sum(col * v)
+    transport_cost = plan_cost + jnp.sum(row * u) + jnp.sum(col * v)
     regularized_cost = (jnp.sum(a * f) + jnp.sum(b * g) - epsilon * (mass - 1)
                         + (jnp.sum(a * u) + jnp.sum(b * v)))
     f, g = _fix_gauge(f + u, g + v, a, b)
@@ -931,7 +860,7 @@ def _output(c, u, v, a, b, f, g, epsilon, threshold, iterations, return_plan):
         converged=(error <= threshold) & finite,
         iterations=iterations,
         error=error,
-        plan=plan if return_plan else None,
+        plan=plan,
     )
 
 
@@ -1006,6 +935,7 @@ def sinkhorn(
     num_iterations: Optional[int] = None,
     epsilon_scaling: Optional[EpsilonScaling] = None,
     overrelaxation: Optional[Overrelaxation] = Overrelaxation(),
+    online: Optional[Online] | str = "auto",
     return_plan: bool = False,
 ) -> SinkhornOutput:
     """Entropic optimal transport between two point clouds (Sinkhorn).
@@ -1122,7 +1052,11 @@ def sinkhorn(
         convergence mode only.
       overrelaxation: an ``Overrelaxation`` (the default: adaptive, omega at
         most 1.9), or None for none; convergence mode only.
-      return_plan: also return the ``[n, m]`` plan.
+      online: ``"auto"`` (the default: the cost matrix is stored when it
+        takes at most ``AUTO_ONLINE_BYTES``, 512 MiB, else ``Online()``),
+        None (always stored) or an ``Online`` (never stored: recomputed in
+        blocks of rows at every pass, linear memory; see ``Online``).
+      return_plan: also return the ``[n, m]`` plan (not with ``Online``).
 
     Returns:
       A ``SinkhornOutput``: ``cost`` (``<P, C>``), ``regularized_cost``,
@@ -1149,9 +1083,12 @@ def sinkhorn(
     """
     x, y, a, b, epsilon, threshold, static = _prepare(
         x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-        num_iterations, epsilon_scaling, overrelaxation,
+        num_iterations, epsilon_scaling, overrelaxation, online,
     )
     return_plan = _validate.check_bool(return_plan, "return_plan")
+    if return_plan and isinstance(online, Online):
+        raise ValueError("return_plan=True needs the [n, m] plan, which online=Online(...) "
+                         "never stores: use online=None.")
     out = _sinkhorn(x, y, a, b, epsilon, threshold, return_plan=return_plan, **static)
     _warn_not_converged("sinkhorn", [("", out)], threshold, static, stacklevel=2)
     return out
@@ -1171,6 +1108,7 @@ def sinkhorn_divergence(
     num_iterations: Optional[int] = None,
     epsilon_scaling: Optional[EpsilonScaling] = None,
     overrelaxation: Optional[Overrelaxation] = Overrelaxation(),
+    online: Optional[Online] | str = "auto",
 ) -> SinkhornDivergenceOutput:
     """The debiased Sinkhorn divergence between two point clouds.
 
@@ -1228,6 +1166,8 @@ def sinkhorn_divergence(
         (convergence mode only).
       overrelaxation: an ``Overrelaxation`` or None, for ``OT_eps(x, y)``
         (convergence mode only).
+      online: ``"auto"``, None or an ``Online``, for each of the three
+        problems (``"auto"`` decides for each by its own size).
 
     Returns:
       A ``SinkhornDivergenceOutput``: ``divergence`` (a scalar), the three
@@ -1248,7 +1188,7 @@ def sinkhorn_divergence(
     same = y is x and b is a
     x, y, a, b, epsilon, threshold, static = _prepare(
         x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-        num_iterations, epsilon_scaling, overrelaxation,
+        num_iterations, epsilon_scaling, overrelaxation, online,
     )
     symmetric = {k: v for k, v in static.items()
                  if k not in ("epsilon_scaling", "overrelaxation")}
