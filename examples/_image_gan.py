@@ -14,9 +14,10 @@ resume policy, interrupts and metrics log:
   the EMA weights when the state keeps them;
 - ``metrics.jsonl`` (TensorBoard event files too with ``--tensorboard``
   when ``tensorboard`` or ``tensorflow`` is installed);
-- FID, KID and Inception Score in the domain classifier's feature space
-  (``python -m examples.train_digits_classifier``) every ``eval_every``
-  steps and at the last;
+- FID, KID, Inception Score, precision and recall (k = 3) and density and
+  coverage (k = 5) in the domain classifier's feature space (``python -m
+  examples.train_digits_classifier``) every ``eval_every`` steps and at the
+  last;
 - orbax checkpoints every ``checkpoint_every`` steps and at the last (the
   last ``keep_checkpoints`` kept), and ``summary.json`` at the end.
 
@@ -43,6 +44,11 @@ DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier", "classifier.msgpa
 # What the KID number is: not comparable with the KID of Inception features
 # that papers quote (often ×10³), since the feature space sets its scale.
 KID_UNITS = "MMD² of the cubic kernel (a·b/d + 1)³ on the domain classifier's features, unscaled"
+# The neighbourhood sizes of the k-NN metrics: the papers' (Kynkäänniemi et
+# al. 2019: 3; Naeem et al. 2020: 5). Precision and recall need more than
+# PRECISION_RECALL_K generated images (each one's k-th nearest other one).
+PRECISION_RECALL_K = 3
+DENSITY_COVERAGE_K = 5
 # Settings a resumed run may change: how long it runs and what it logs. Every
 # other one (the model, the optimiser, the data) must match the checkpoint's.
 RESUMABLE = frozenset(
@@ -90,7 +96,8 @@ class RunConfig:
       log_every: log the step's metrics every this many steps (the first and
         the last step are always logged).
       sample_every: write the samples grid every this many steps (and at the last).
-      eval_every: FID/KID/IS every this many steps (and at the last).
+      eval_every: FID/KID/IS, precision/recall and density/coverage every
+        this many steps (and at the last).
       eval_samples: generated images per evaluation.
       checkpoint_every: save a checkpoint every this many steps (and at the last).
       keep_checkpoints: how many of the newest checkpoints to keep.
@@ -121,8 +128,11 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be an int >= 1, got {value!r}.")
-        if self.eval_samples < 2:
-            raise ValueError(f"--eval-samples must be >= 2 (a covariance needs two samples), got {self.eval_samples}.")
+        if self.eval_samples < PRECISION_RECALL_K + 1:
+            raise ValueError(
+                f"--eval-samples must be >= {PRECISION_RECALL_K + 1} (recall needs each generated image's"
+                f" k-th nearest other one, k = {PRECISION_RECALL_K}), got {self.eval_samples}."
+            )
 
     def resume_settings(self) -> dict[str, Any]:
         """The settings a resumed run must share with its checkpoint."""
@@ -181,7 +191,13 @@ def save_grid(path: str, images: np.ndarray, columns: int) -> None:
 
 
 class Evaluator:
-    """FID, KID and IS of generated images in the domain classifier's feature space."""
+    """FID, KID, IS, precision/recall and density/coverage of generated images in the domain classifier's feature space.
+
+    Every metric but IS compares the generated images' features with those of
+    ``reference_images``; precision, recall, density and coverage take all of
+    both sets, as FID does (k-NN balls: ``jgan.metrics.precision_recall`` with
+    ``k = PRECISION_RECALL_K``, ``density_coverage`` with ``k = DENSITY_COVERAGE_K``).
+    """
 
     def __init__(self, classifier_path: str, reference_images: np.ndarray | None, image_shape: tuple[int, ...]):
         self.reason = None
@@ -211,18 +227,32 @@ class Evaluator:
         size = min(len(features), len(self.reference_features), 1000)
         kid = metrics.kid(features, self.reference_features, subsets=50, subset_size=size, key=key)
         score = metrics.inception_score(probs, splits=10)
+        precision, recall = metrics.precision_recall(self.reference_features, features, k=PRECISION_RECALL_K)
+        density, coverage = metrics.density_coverage(self.reference_features, features, k=DENSITY_COVERAGE_K)
         return {
             "fid": float(metrics.fid(features, self.reference_features)),
             "kid": float(kid.mean),
             "inception_score": float(score.mean),
+            "precision": float(precision),
+            "recall": float(recall),
+            "density": float(density),
+            "coverage": float(coverage),
         }
 
 
 def scores_line(record: dict[str, Any]) -> str:
-    """FID, KID (its units stated) and IS of a record, for the terminal."""
-    return (
-        f"FID {record['fid']:.2f}, KID {record['kid']:.4g} ({KID_UNITS}), IS {record['inception_score']:.2f}"
-    )
+    """FID, KID (its units stated), IS, precision, recall, density and coverage of a record, for the terminal.
+
+    A record from a log written before the k-NN metrics were reported (a
+    resumed older run) shows FID, KID and IS only.
+    """
+    line = f"FID {record['fid']:.2f}, KID {record['kid']:.4g} ({KID_UNITS}), IS {record['inception_score']:.2f}"
+    if "precision" in record:
+        line += (
+            f", precision {record['precision']:.3f}, recall {record['recall']:.3f} (k = {PRECISION_RECALL_K}),"
+            f" density {record['density']:.3f}, coverage {record['coverage']:.3f} (k = {DENSITY_COVERAGE_K})"
+        )
+    return line
 
 
 def _multiples(every: int, last: int) -> set[int]:
@@ -326,6 +356,9 @@ def run(
         "config": dataclasses.asdict(config),
         "classifier": config.classifier if evaluator.available else None,
         "units": {"kid": KID_UNITS} if evaluates else {},
+        "neighbours": (
+            {"precision_recall_k": PRECISION_RECALL_K, "density_coverage_k": DENSITY_COVERAGE_K} if evaluates else {}
+        ),
     }
     harness.write_json(os.path.join(workdir, "summary.json"), summary)
     if "fid" in final:

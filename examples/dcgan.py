@@ -6,7 +6,8 @@ output, N(0, 0.02) weights) are ``jgan.models.DCGANGenerator`` /
 ``DCGANDiscriminator``; the training recipe (Adam 2e-4, β₁ = 0.5, the
 non-saturating loss) is ``jgan.presets.dcgan()``. Writes to ``--out``: the
 samples grid (``samples.png``, ``samples/``), ``metrics.jsonl`` (losses; FID,
-KID and IS with the domain classifier), ``summary.json`` and checkpoints.
+KID, IS, precision, recall, density and coverage with the domain
+classifier), ``summary.json`` and checkpoints.
 The flags, ``--resume`` and Ctrl-C work as in every example (README,
 "Programs").
 

@@ -10,10 +10,12 @@ import os
 import re
 
 import chex
+import jax
 import numpy as np
 import pytest
 
 from examples import _harness as harness
+from examples import _image_gan as program_lib
 from examples import conditional_gan, dcgan, train_digits_classifier, wgan_gp
 
 TINY = ["--features", "8", "--batch-size", "16", "--log-every", "1", "--sample-every", "2",
@@ -49,11 +51,17 @@ def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extr
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2]
     assert all(line["nonfinite"] == 0.0 for line in lines)
-    assert {"fid", "kid", "inception_score"} <= set(lines[-1])  # evaluated at step 2
+    scores = {"fid", "kid", "inception_score", "precision", "recall", "density", "coverage"}
+    assert scores <= set(lines[-1])  # evaluated at step 2
+    assert all(np.isfinite(lines[-1][name]) for name in scores)
     assert lines[-1]["fid"] > 0 and lines[-1]["inception_score"] >= 1.0 - 1e-5
+    assert all(0 <= lines[-1][name] <= 1 for name in ("precision", "recall", "coverage"))
+    assert lines[-1]["density"] >= 0  # A mean count of balls / k: may exceed 1.
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["classifier"] == classifier
     assert "classifier's features" in summary["units"]["kid"]  # KID's scale is stated.
+    assert summary["neighbours"] == {"precision_recall_k": 3, "density_coverage_k": 5}
+    assert scores <= set(summary["final_metrics"])
     assert sorted(os.listdir(out / "checkpoints")) == ["2"]
     if example is conditional_gan:  # One row per class in the grid: 10 rows of 8.
         import matplotlib.image
@@ -69,6 +77,25 @@ def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extr
         as_raw = state._replace(g_params=state.g_ema_params, g_ema_params=None)
         np.testing.assert_array_equal(with_ema, np.asarray(program.sample_grid(as_raw)[0]))
         assert not np.allclose(with_ema, np.asarray(program.sample_grid(state._replace(g_ema_params=None))[0]))
+
+
+def test_evaluator_on_real_images(classifier):
+    """Real images as the generated set: each lies in its own real ball, so precision is 1 and so on."""
+    reference = program_lib.reference_images(dcgan.Config())
+    evaluator = program_lib.Evaluator(classifier, reference, reference.shape[1:])
+    assert evaluator.available
+    subset = reference[::7]  # 206 of the 1,438 training digits.
+    record = evaluator(subset, jax.random.key(0))
+    assert record["precision"] == 1.0  # Every generated point is a real ball's centre.
+    # The balls centred on the subset hold a generated point: at least their share of the balls.
+    assert len(subset) / len(reference) <= record["coverage"] <= 1.0
+    assert record["density"] >= 1 / program_lib.DENSITY_COVERAGE_K  # Each point is in its own ball at least.
+    assert 0 < record["recall"] <= 1.0
+    line = program_lib.scores_line(record)
+    assert "precision 1.000" in line and "(k = 3)" in line and "(k = 5)" in line
+    # A record of a log written before these metrics (a resumed older run) still prints.
+    older = {name: record[name] for name in ("fid", "kid", "inception_score")}
+    assert program_lib.scores_line(older) == line.split(", precision")[0]
 
 
 def test_dcgan_resume_continues_exactly(tmp_path):
@@ -100,6 +127,9 @@ def test_bad_runs_are_refused(tmp_path, capsys):
     # An unknown dataset: a usage error before anything runs.
     code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--dataset", "imagenet", *args])
     assert code == 2 and "Unknown dataset 'imagenet'" in err
+    # Too few generated images for precision and recall's k = 3 neighbours.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), *args, "--eval-samples", "3"])
+    assert code == 2 and "--eval-samples must be >= 4" in err
     # No single image stream to model.
     code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--dataset", "cycle_gan/horse2zebra", *args])
     assert code == 2 and "unpaired" in err
