@@ -6,7 +6,8 @@ from the same seed on a 2-D mixture of Gaussians, then writes to ``--out``:
 - ``samples.npy``: 2,500 samples of the unrolled GAN's final generator, [2500, 2];
 - ``metrics.json``: mode coverage of both GANs (DESIGN.md protocol: 2,500
   samples, high quality within 3 std), their progress, the Sinkhorn
-  divergence to the data, the config and the wall time;
+  divergence and the sliced 2-Wasserstein distance (200 directions) to the
+  data, the config and the wall time;
 - ``samples.png``: Figure 1 of Metz et al.: one row per K, one column per
   snapshot of training, generated samples over the mode centres;
 - ``metrics.jsonl``: the train step's metrics (the first and last steps and
@@ -151,6 +152,7 @@ def train_one(
         "sample_scale": final.get("sample_scale"),  # None in a log written before mog.evaluate reported it.
         "diverged": final.get("diverged"),
         "sinkhorn": None,  # Filled in by train_and_evaluate, against one data sample for every K.
+        "sliced_wasserstein": None,  # The same.
         "without_ema": raw,
         "train_seconds": train_seconds,
         "history": [{key: r[key] for key in ("step", "modes", "high_quality", "reverse_kl")} for r in history],
@@ -194,8 +196,10 @@ def train_and_evaluate(
     runs = {k: train_one(config, k, workdir, resume=resume, show_progress=show_progress, stop=stop)
             for k in config.unroll_values()}  # fmt: skip
     reference, floor = mog.data_samples(config)
+    sliced_key = mog.sliced_wasserstein_key(config)
     for run in runs.values():
         run["sinkhorn"] = mog.sinkhorn_to_data(run["samples"], reference)
+        run["sliced_wasserstein"] = mog.sliced_wasserstein_to_data(run["samples"], reference, key=sliced_key)
     harness.save_npy(os.path.join(workdir, "samples.npy"), runs[config.unroll_steps]["samples"])
     harness.save_figure(os.path.join(workdir, "samples.png"), mog.figure(config, runs), dpi=120)
     result = {
@@ -211,6 +215,12 @@ def train_and_evaluate(
             "cost": "sqeuclidean",
             "samples": mog.EVAL_SAMPLES,
             "data_floor": mog.sinkhorn_to_data(floor, reference),
+        },
+        "sliced_wasserstein": {
+            "p": mog.SLICED_P,
+            "num_projections": mog.SLICED_PROJECTIONS,
+            "samples": mog.EVAL_SAMPLES,
+            "data_floor": mog.sliced_wasserstein_to_data(floor, reference, key=sliced_key),
         },
         "config": harness.to_json(dataclasses.asdict(config)),
         "command_line": None if command_line is None else list(command_line),
@@ -233,9 +243,14 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         for k, run in result["runs"].items():
             print(
                 f"K = {k:>2}: {run['modes']}/{run['num_modes']} modes, {100 * run['high_quality']:.1f}% high quality,"
-                f" reverse KL {run['reverse_kl']:.3f}, Sinkhorn divergence {run['sinkhorn']['divergence']:.2f}"
+                f" reverse KL {run['reverse_kl']:.3f}, Sinkhorn divergence {run['sinkhorn']['divergence']:.2f},"
+                f" sliced W2 {run['sliced_wasserstein']:.3f}"
                 + (f"; DIVERGED: samples spread {run['sample_scale']:.3g}x the data's" if run.get("diverged") else "")
             )
+        print(
+            f"Two samples of the data: Sinkhorn divergence {result['sinkhorn']['data_floor']['divergence']:.2f},"
+            f" sliced W2 {result['sliced_wasserstein']['data_floor']:.3f}"
+        )
         print(f"Wrote {args.out}/samples.npy, metrics.json, samples.png in {result['wall_time_s']:.0f} s.")
         return result
 

@@ -207,11 +207,21 @@ def test_a_run_directory_is_not_overwritten_without_resume(tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"] and (tmp_path / "notes.txt").read_text() == "mine"
 
 
-def test_resume_of_a_finished_run_rewrites_the_same_outputs(straight, tmp_path):
+def test_resume_of_a_finished_run_rewrites_the_same_outputs(straight, tmp_path, capsys):
     out, result = straight
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
+    capsys.readouterr()
     again = um.main([*TINY, "--out", str(copy), "--resume"])
     assert all(run["resumed_from"] == STEPS for run in again["runs"].values())
     assert _deterministic(again) == _deterministic(json.loads(json.dumps(result)))
     assert (copy / "metrics.jsonl").read_text() == (out / "metrics.jsonl").read_text()
+    # The summary prints both distances to the data for each K, and the data's own floor.
+    printed = capsys.readouterr().out.splitlines()
+    for k in ("0", "2"):
+        run = again["runs"][k]
+        assert np.isfinite(run["sliced_wasserstein"]) and run["sliced_wasserstein"] > 0
+        line = next(line for line in printed if line.startswith(f"K = {k:>2}:"))
+        assert f"Sinkhorn divergence {run['sinkhorn']['divergence']:.2f}, sliced W2 {run['sliced_wasserstein']:.3f}" in line
+    floor = again["sliced_wasserstein"]["data_floor"]
+    assert any(line.startswith("Two samples of the data:") and f"sliced W2 {floor:.3f}" in line for line in printed)
