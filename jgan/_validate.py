@@ -249,10 +249,14 @@ def check_finite_array(value: Any, name: str, *, where: Any = None) -> None:
     if isinstance(value, jax.Array):
         if not jnp.issubdtype(value.dtype, jnp.inexact):
             return
-        finite = jnp.isfinite(value)
-        if where is not None:
-            finite = finite | ~jnp.asarray(where, bool)
-        if bool(jnp.all(finite)):  # One reduction on the device; no copy unless it fails.
+        # A concrete array captured by a function being traced (a closure
+        # constant under jax.jit) is checked now, not staged into the trace.
+        with jax.ensure_compile_time_eval():
+            finite = jnp.isfinite(value)
+            if where is not None:
+                finite = finite | ~jnp.asarray(where, bool)
+            all_finite = bool(jnp.all(finite))  # One reduction on the device; no copy unless it fails.
+        if all_finite:
             return
         if not value.is_fully_addressable:  # Sharded across hosts: no local copy to search.
             raise ValueError(

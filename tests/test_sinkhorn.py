@@ -768,3 +768,16 @@ def test_euclidean_far_clouds_float32():
     assert bool(out.converged)
     np.testing.assert_allclose(out.cost, ref.cost, rtol=1e-6)
     np.testing.assert_allclose(out.regularized_cost, ref.regularized_cost, rtol=1e-6)
+
+
+def test_concrete_clouds_closed_over_by_jit():
+    # A concrete array captured by a jitted function is checked at trace time
+    # (it used to stage the check into the trace and fail with
+    # TracerBoolConversionError); a NaN there is refused like an eager one.
+    x, y, _, _ = _problem(11, weights=False)
+    x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    value = jax.jit(lambda x: sinkhorn(x, y32, epsilon=0.5).cost)(x32)
+    np.testing.assert_allclose(value, sinkhorn(x32, y32, epsilon=0.5).cost, rtol=1e-6)
+    bad = y32.at[0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match="y"):
+        jax.jit(lambda x: sinkhorn(x, bad, epsilon=0.5).cost)(x32)
