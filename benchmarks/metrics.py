@@ -15,9 +15,20 @@ table and collects them into the ``--out`` JSON):
 - ``sinkhorn_converged``: each library's own stopping rule, run to the same
   threshold on its marginal error (checked every 10 iterations by all three;
   POT's is the L2 norm of the same difference, the others' the L1 norm).
+- ``sinkhorn_fixed`` also times OTT-JAX on a precomputed cost matrix and POT
+  in float32 and float64, and reports each time as a fraction of the
+  exponential-throughput floor (two bare ``sum(exp(.))`` passes per iteration).
+- ``sinkhorn_scaling``: time to a marginal error of 1e-3 on the 8-mode ring
+  and on Gaussian clouds, each library at its best setting: jgan (default
+  over-relaxation, epsilon-scaling, neither), OTT-JAX (defaults, epsilon
+  decay, momentum), POT (log-domain and epsilon-scaling) and GeomLoss
+  (tensorized, its epsilon-scaling schedule at the fewest updates that meet
+  the target).
+- ``sinkhorn_online``: ``Online()`` at n = 50,000 (d = 2, 64): time, gradient
+  time and the peak memory of a fresh process, beside the dense matrix's.
 - ``kernel_bound``: what bounds an iteration: the time of one jgan iteration
-  divided by two passes of a bare ``sum(exp(.))`` over an ``[n, m]`` matrix,
-  and the achieved exponentials per second.
+  divided by the two bare exp-and-sum passes (one per axis) of an iteration
+  over an ``[n, m]`` matrix, and the achieved exponentials per second.
 - ``frechet``: jgan's ``frechet_distance`` (two symmetric eigendecompositions,
   jitted; float64 and float32) against pytorch-fid's formula (scipy's
   ``sqrtm`` of the non-symmetric product, float64) on the statistics of
@@ -36,9 +47,10 @@ table and collects them into the ``--out`` JSON):
 
 Usage::
 
-    python -m benchmarks.metrics --sizes 256 1024 4096 --dims 2 64 \\
-        --iterations 100 --repeats 5 --out runs/metrics
-    python -m benchmarks.metrics --sizes 256 --dims 2 --repeats 3   # quick
+    python -m benchmarks.metrics --repeats 5 --out runs/metrics   # everything (~1 h)
+    python -m benchmarks.metrics --sections sinkhorn_fixed sinkhorn_scaling --repeats 3
+    python -m benchmarks.metrics --sizes 256 --dims 2 --scaling-sizes 256 \\
+        --online-sizes 2000 --repeats 3   # quick
 """
 
 from __future__ import annotations
@@ -61,8 +73,8 @@ from examples._harness import option
 from jgan.metrics import SinkhornNotConverged, frechet_distance, sinkhorn, sinkhorn_divergence
 from jgan.metrics import fid, kid, mmd2
 
-SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "kernel_bound", "frechet", "mmd_fid_accuracy",
-            "sinkhorn_accuracy")
+SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "sinkhorn_scaling", "sinkhorn_online",
+            "kernel_bound", "frechet", "mmd_fid_accuracy", "sinkhorn_accuracy")
 
 
 def _median_time(fn, repeats):
@@ -104,8 +116,41 @@ def _ott_solve(x, y, epsilon, **kwargs):
     return out.matrix, out.n_iters
 
 
+def _ott_solve_matrix(cost_matrix, epsilon, **kwargs):
+    """OTT-JAX on a precomputed cost matrix (``geometry.Geometry``)."""
+    from ott.geometry import geometry
+    from ott.solvers import linear
+
+    out = linear.solve(geometry.Geometry(cost_matrix=cost_matrix, epsilon=epsilon), **kwargs)
+    return out.matrix, out.n_iters
+
+
+def _exp_pass_seconds(n, m, repeats):
+    """The bare exponential-throughput floor of one Sinkhorn iteration on an ``[n, m]`` matrix.
+
+    One ``sum(exp(h - z - s))`` over each axis (an iteration's two
+    half-steps, with their broadcast vectors), jitted, median of
+    ``repeats``: no library can iterate faster without fewer exponentials.
+    """
+    z = jax.random.normal(jax.random.key(0), (n, m))
+    h, s = jnp.zeros(n), jnp.zeros(m)
+    columns = jax.jit(lambda z, h, s: jnp.sum(jnp.exp(h[:, None] - z - s[None, :]), axis=0))
+    rows = jax.jit(lambda z, h, s: jnp.sum(jnp.exp(s[None, :] - z - h[:, None]), axis=1))
+    return (_median_time(lambda: columns(z, h, s), repeats)
+            + _median_time(lambda: rows(z, h, s), repeats))
+
+
 def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
-    """Same epsilon, same iterations: time, marginal error, cost."""
+    """Same epsilon, same iterations: time, marginal error, cost, and the fraction of the floor.
+
+    Libraries: jgan ``sinkhorn(num_iterations=T)``; OTT-JAX on a
+    ``PointCloud`` (its default: the cost recomputed from the points) and on
+    a precomputed ``Geometry(cost_matrix)``; POT's ``sinkhorn_log`` on a
+    numpy cost matrix in float32 and in float64 (its dtype follows the
+    inputs). ``floor_fraction`` is the exponential-throughput floor
+    (``T`` bare iterations, ``_exp_pass_seconds``) over the library's time:
+    1 is as fast as two exponentials per entry per iteration allow.
+    """
     import ot
 
     rows = []
@@ -114,36 +159,38 @@ def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
             x, y = _problem(n, d)
             eps = _epsilon(d)
             t = iterations
+            fixed = dict(threshold=-1.0, min_iterations=t, max_iterations=t, inner_iterations=t)
             jgan_fn = jax.jit(
                 lambda x, y: sinkhorn(x, y, epsilon=eps, num_iterations=t, return_plan=True)
             )
-            ott_fn = jax.jit(
-                lambda x, y: _ott_solve(
-                    x, y, eps, threshold=-1.0, min_iterations=t, max_iterations=t,
-                    inner_iterations=t,
-                )
-            )
+            ott_fn = jax.jit(lambda x, y: _ott_solve(x, y, eps, **fixed))
+            ott_matrix_fn = jax.jit(lambda c: _ott_solve_matrix(c, eps, **fixed))
             xj, yj = jnp.asarray(x), jnp.asarray(y)
+            cj = jnp.asarray(ot.dist(x, y))
             results = {
                 "jgan": (_median_time(lambda: jgan_fn(xj, yj), repeats), jgan_fn(xj, yj).plan),
                 "ott": (_median_time(lambda: ott_fn(xj, yj), repeats), ott_fn(xj, yj)[0]),
+                "ott_matrix": (_median_time(lambda: ott_matrix_fn(cj), repeats),
+                               ott_matrix_fn(cj)[0]),
             }
             if n <= pot_max_n:
-                a = np.full(n, 1 / n, np.float32)
-                m_cost = ot.dist(x, y)
+                for name, dtype in (("pot_float32", np.float32), ("pot_float64", np.float64)):
+                    a = np.full(n, 1 / n, dtype)
+                    m_cost = ot.dist(x.astype(dtype), y.astype(dtype))
 
-                def pot_fn():
-                    return ot.sinkhorn(a, a, m_cost, eps, method="sinkhorn_log",
-                                       numItermax=t, stopThr=0.0, warn=False)
+                    def pot_fn(a=a, m_cost=m_cost):
+                        return ot.sinkhorn(a, a, m_cost, eps, method="sinkhorn_log",
+                                           numItermax=t, stopThr=0.0, warn=False)
 
-                results["pot"] = (_median_time(pot_fn, max(1, min(repeats, 3))), pot_fn())
+                    results[name] = (_median_time(pot_fn, max(1, min(repeats, 3))), pot_fn())
+            floor = t * _exp_pass_seconds(n, n, max(repeats, 5))
             base = results["jgan"][0]
             for lib, (seconds, plan) in results.items():
                 error, cost = _error_and_cost(plan, x, y)
                 rows.append(dict(
                     n=n, d=d, epsilon=eps, iterations=t, library=lib,
                     time_ms=1e3 * seconds, vs_jgan=seconds / base,
-                    marginal_error=error, cost=cost,
+                    floor_fraction=floor / seconds, marginal_error=error, cost=cost,
                 ))
     return rows
 
@@ -196,6 +243,212 @@ def sinkhorn_converged(sizes, dims, threshold, repeats, pot_max_n):
     return rows
 
 
+def _full_marginal_error(plan, a, b):
+    """``|P 1 - a|_1 + |P^T 1 - b|_1`` in float64."""
+    plan = np.asarray(plan, np.float64)
+    return float(np.abs(plan.sum(1) - a).sum() + np.abs(plan.sum(0) - b).sum())
+
+
+def _scaling_problems(ring_size, gauss_sizes):
+    """``(name, x, y, epsilon)``: the 8-mode ring (two samples; none if ``ring_size`` is 0)
+    and Gaussian clouds, all at epsilon 0.05."""
+    from jgan.data import ring
+
+    problems = []
+    if ring_size:
+        problems.append((f"ring {ring_size}",
+                         np.asarray(ring(jax.random.key(0), ring_size), np.float32),
+                         np.asarray(ring(jax.random.key(1), ring_size), np.float32), 0.05))
+    for n in gauss_sizes:
+        x, y = _problem(n, 2)
+        problems.append((f"gaussians {n}", x, y, 0.05))
+    return problems
+
+
+def _geomloss_plan(x, y, epsilon, scaling):
+    """GeomLoss's ``SamplesLoss("sinkhorn")`` (tensorized, float32) as ``(run, plan_of)``.
+
+    GeomLoss's cost for ``p = 2`` is ``|x - y|^2 / 2`` with ``epsilon =
+    blur^2``: the plan of ``(|x - y|^2, epsilon)`` is its plan at ``blur =
+    sqrt(epsilon / 2)``. ``debias=False, potentials=True`` returns the
+    potentials ``F``, ``G`` of ``OT(x, y)``, whose plan is
+    ``a_i b_j exp((F_i + G_j - |x_i - y_j|^2 / 2) / blur^2)``.
+    """
+    import torch
+    from geomloss import SamplesLoss
+
+    blur = float(np.sqrt(epsilon / 2))
+    loss = SamplesLoss("sinkhorn", p=2, blur=blur, scaling=scaling, debias=False,
+                       potentials=True, backend="tensorized")
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+
+    def run():
+        with torch.no_grad():
+            return loss(xt, yt)
+
+    def plan_of(potentials):
+        f, g = (np.asarray(p.numpy(), np.float64).ravel() for p in potentials)  # [1, n]
+        x64, y64 = x.astype(np.float64), y.astype(np.float64)
+        c = ((x64[:, None, :] - y64[None, :, :]) ** 2).sum(-1) / 2
+        n, m = len(x), len(y)
+        return np.exp((f[:, None] + g[None, :] - c) / blur**2) / (n * m)
+
+    return run, plan_of
+
+
+def sinkhorn_scaling(ring_size, gauss_sizes, target, repeats, pot_max_n):
+    """Time to a marginal error ``|P 1 - a|_1 + |P^T 1 - b|_1 <= target``, float32, each library tuned.
+
+    jgan: ``sinkhorn(threshold=target)`` with its default over-relaxation,
+    with ``EpsilonScaling()`` too, and with neither. OTT-JAX: ``linear.solve``
+    at ``threshold=target``: defaults; with an epsilon decay
+    (``Epsilon(target, init=100, decay=0.9)``); with adaptive momentum
+    (``Momentum(start=20)``, Lehmann et al.'s rule, as jgan's default).
+    POT: ``sinkhorn_log`` and ``sinkhorn_epsilon_scaling``, each at the
+    largest ``stopThr`` (of 1e-3 ... 1e-6; POT's error is the L2 norm of the
+    column marginal) whose plan meets the target. GeomLoss (tensorized
+    backend, torch on the same cores): its epsilon-scaling schedule (one
+    averaged update per epsilon, no convergence check, a final
+    extrapolation) at the largest ``scaling`` of 0.5, 0.9, 0.99 (fewest
+    updates) whose plan meets the target. The error is recomputed by this script from each plan, in
+    float64; a library that reaches no configuration meeting the target is
+    reported with its best error and ``met`` False.
+    """
+    import ot
+    import torch
+    from ott.geometry import epsilon_scheduler
+    from ott.geometry import pointcloud
+    from ott.solvers import linear
+    from ott.solvers.linear import acceleration
+
+    from jgan.metrics import EpsilonScaling
+
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = []
+    for name, x, y, eps in _scaling_problems(ring_size, gauss_sizes):
+        n, m = len(x), len(y)
+        a, b = np.full(n, 1 / n), np.full(m, 1 / m)
+        xj, yj = jnp.asarray(x), jnp.asarray(y)
+        candidates = {}  # library: [(label, run, plan_of)], the first meeting the target wins
+
+        def jgan_run(**kwargs):
+            fn = jax.jit(lambda x, y: sinkhorn(x, y, epsilon=eps, threshold=target,
+                                               max_iterations=50_000, return_plan=True, **kwargs))
+            return lambda: fn(xj, yj), lambda out: (out.plan, int(out.iterations))
+
+        candidates["jgan"] = [("over-relaxation", *jgan_run())]
+        candidates["jgan eps-scaling"] = [
+            ("EpsilonScaling + over-relaxation", *jgan_run(epsilon_scaling=EpsilonScaling()))]
+        candidates["jgan plain"] = [("neither", *jgan_run(overrelaxation=None))]
+
+        def ott_run(epsilon, **kwargs):
+            fn = jax.jit(lambda x, y: linear.solve(
+                pointcloud.PointCloud(x, y, epsilon=epsilon), threshold=target,
+                max_iterations=50_000, **kwargs))
+            return lambda: fn(xj, yj), lambda out: (out.matrix, int(out.n_iters))
+
+        candidates["ott"] = [("defaults", *ott_run(eps))]
+        candidates["ott eps-decay"] = [
+            ("Epsilon(init=100, decay=0.9)",
+             *ott_run(epsilon_scheduler.Epsilon(target=eps, init=100.0, decay=0.9)))]
+        candidates["ott momentum"] = [
+            ("Momentum(start=20)", *ott_run(eps, momentum=acceleration.Momentum(start=20)))]
+        if n <= pot_max_n:
+            cost = ot.dist(x, y)
+            for method in ("sinkhorn_log", "sinkhorn_epsilon_scaling"):
+                runs = []
+                for stop in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6):
+                    def pot_fn(stop=stop, method=method):
+                        return ot.sinkhorn(a.astype(np.float32), b.astype(np.float32), cost, eps,
+                                           method=method, numItermax=100_000, stopThr=stop,
+                                           log=True, warn=False)
+
+                    runs.append((f"stopThr={stop:g}", pot_fn,
+                                 lambda out: (out[0], int(out[1].get("niter", -1)))))
+                candidates[f"pot {method}"] = runs
+        runs = []
+        for scaling in (0.5, 0.9, 0.99):
+            run, plan_of = _geomloss_plan(x, y, eps, scaling)
+            runs.append((f"scaling={scaling}", run,
+                         lambda out, plan_of=plan_of: (plan_of(out), -1)))  # no count reported
+        candidates["geomloss"] = runs
+        for library, runs in candidates.items():
+            best = None
+            for label, run, unpack in runs:
+                plan, iterations = unpack(jax.block_until_ready(run()))
+                error = _full_marginal_error(plan, a, b)
+                if best is None or error < best[1]:
+                    best = (label, error, run, iterations)
+                if error <= target:
+                    best = (label, error, run, iterations)
+                    break
+            label, error, run, iterations = best
+            seconds = _median_time(run, repeats)
+            rows.append(dict(problem=name, epsilon=eps, library=library, setting=label,
+                             iterations=iterations, time_ms=1e3 * seconds,
+                             marginal_error=error, met=error <= target))
+        base = next(r["time_ms"] for r in rows if r["problem"] == name and r["library"] == "jgan")
+        for row in rows:
+            if row["problem"] == name:
+                row["vs_jgan"] = row["time_ms"] / base
+    return rows
+
+
+_ONLINE_SCRIPT = """
+import json, resource, sys, time, warnings
+import jax, jax.numpy as jnp, numpy as np
+from jgan.metrics import Online, SinkhornNotConverged, sinkhorn
+warnings.simplefilter("ignore", SinkhornNotConverged)
+n, d, t, eps, grad = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5] == "1"
+rng = np.random.default_rng(0)
+x = jnp.asarray(rng.normal(size=(n, d)), jnp.float32)
+y = jnp.asarray(rng.normal(size=(n, d)) * 0.8 + 0.5, jnp.float32)
+solve = lambda x: sinkhorn(x, y, epsilon=eps, num_iterations=t, online=Online())
+fn = jax.jit(lambda x: solve(x).regularized_cost)
+start = time.perf_counter(); value = float(fn(x)); first = time.perf_counter() - start
+start = time.perf_counter(); value = float(fn(x)); seconds = time.perf_counter() - start
+out = dict(value=value, seconds=seconds, compile_and_run_seconds=first)
+if grad:
+    g = jax.jit(jax.grad(lambda x: solve(x).regularized_cost))
+    start = time.perf_counter(); norm = float(jnp.linalg.norm(g(x))); out["grad_seconds"] = time.perf_counter() - start
+    out["grad_norm"] = norm
+out["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+print(json.dumps(out))
+"""
+
+
+def sinkhorn_online(sizes, dims, iterations, gradient):
+    """The online mode at large n: time and peak memory (a fresh process per case).
+
+    ``sinkhorn(num_iterations=T, online=Online())`` between two ``[n, d]``
+    Gaussian clouds (epsilon ``0.1 d``), jitted, in a subprocess whose peak
+    resident memory (``ru_maxrss``: the Python process, jax and XLA
+    included) is reported beside the ``4 n^2`` bytes a float32 cost matrix
+    would take; with ``gradient``, also the time of the gradient in ``x``
+    (reverse mode through the ``T`` iterations, each block recomputed).
+    """
+    import json
+    import subprocess
+    import sys
+
+    rows = []
+    for d in dims:
+        for n in sizes:
+            env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+            done = subprocess.run(
+                [sys.executable, "-c", _ONLINE_SCRIPT, str(n), str(d), str(iterations),
+                 str(_epsilon(d)), "1" if gradient else "0"],
+                capture_output=True, text=True, env=env, check=True)
+            out = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append(dict(
+                n=n, d=d, iterations=iterations, time_s=out["seconds"],
+                grad_time_s=out.get("grad_seconds", float("nan")),
+                peak_rss_gib=out["peak_rss_bytes"] / 2**30, dense_matrix_gib=4 * n * n / 2**30,
+                regularized_cost=out["value"],
+            ))
+    return rows
+
+
 def kernel_bound(sizes, iterations, repeats):
     """One jgan iteration versus two bare exp-and-sum passes."""
     rows = []
@@ -207,14 +460,12 @@ def kernel_bound(sizes, iterations, repeats):
         one = jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.2, num_iterations=1).cost)
         per_iteration = (_median_time(lambda: fn(xj, yj), repeats)
                          - _median_time(lambda: one(xj, yj), repeats)) / (t - 1)
-        z = jax.random.normal(jax.random.key(0), (n, n))
-        bare = jax.jit(lambda z: jnp.sum(jnp.exp(z), axis=1))
-        pass_seconds = _median_time(lambda: bare(z), max(repeats, 10))
+        two_passes = _exp_pass_seconds(n, n, max(repeats, 10))
         rows.append(dict(
-            n=n, iteration_ms=1e3 * per_iteration, bare_pass_ms=1e3 * pass_seconds,
-            iteration_over_two_passes=per_iteration / (2 * pass_seconds),
+            n=n, iteration_ms=1e3 * per_iteration, bare_two_passes_ms=1e3 * two_passes,
+            iteration_over_two_passes=per_iteration / two_passes,
             exp_per_s_iteration=2 * n * n / per_iteration,
-            exp_per_s_bare=n * n / pass_seconds,
+            exp_per_s_bare=2 * n * n / two_passes,
         ))
     return rows
 
@@ -445,12 +696,19 @@ def print_table(title, rows):
 class Settings:
     """The benchmark's command line."""
 
-    sizes: tuple[int, ...] = option((256, 1024, 4096), "the point-cloud sizes n (= m)")
-    dims: tuple[int, ...] = option((2, 64), "the point dimensions d")
+    sizes: tuple[int, ...] = option((256, 1024, 2048, 4096), "the point-cloud sizes n (= m)")
+    dims: tuple[int, ...] = option((2, 16, 64), "the point dimensions d")
     iterations: int = option(100, "Sinkhorn iterations of the fixed-iteration rows")
     threshold: float = option(1e-3, "the marginal-error threshold of the converged rows")
     repeats: int = option(5, "timed calls per measurement (the median is reported)")
-    pot_max_n: int = option(1024, "skip POT above this n (it is slow at 4096)")
+    pot_max_n: int = option(2048, "skip POT above this n (it is slow at 4096)")
+    scaling_ring: int = option(2500, "ring sample size of the scaling rows (0: no ring row)")
+    scaling_sizes: tuple[int, ...] = option((1024, 4096), "Gaussian-cloud sizes of the scaling rows")
+    scaling_target: float = option(1e-3, "the marginal error the scaling rows must reach")
+    online_sizes: tuple[int, ...] = option((50_000,), "cloud sizes of the online rows")
+    online_dims: tuple[int, ...] = option((2, 64), "point dimensions of the online rows")
+    online_iterations: int = option(10, "Sinkhorn iterations of the online rows")
+    online_gradient: bool = option(True, "also time the gradient in the online rows")
     frechet_dims: tuple[int, ...] = option((64, 2048), "feature dimensions of the Fréchet rows")
     frechet_samples: int = option(4096, "features per set in the Fréchet rows")
     sections: tuple[str, ...] = option(
@@ -479,6 +737,18 @@ def _benchmark(args: Settings, _, stop) -> dict:
             f"Sinkhorn, each library's stopping rule at threshold {args.threshold} (float32)",
             lambda: sinkhorn_converged(args.sizes, args.dims, args.threshold, args.repeats,
                                        args.pot_max_n),
+        ),
+        "sinkhorn_scaling": (
+            f"Sinkhorn, time to a marginal error of {args.scaling_target} (rows + columns, "
+            "float32), each library at its best setting",
+            lambda: sinkhorn_scaling(args.scaling_ring, args.scaling_sizes, args.scaling_target,
+                                     args.repeats, args.pot_max_n),
+        ),
+        "sinkhorn_online": (
+            f"Sinkhorn online mode, {args.online_iterations} iterations (float32): time and "
+            "peak memory of a fresh process",
+            lambda: sinkhorn_online(args.online_sizes, args.online_dims, args.online_iterations,
+                                    args.online_gradient),
         ),
         "kernel_bound": (
             "Sinkhorn iteration versus two bare sum(exp) passes (d = 2, float32)",
