@@ -11,6 +11,7 @@ from jgan.metrics import Overrelaxation
 from jgan.metrics import sinkhorn
 from jgan.metrics import sinkhorn_divergence
 from jgan.metrics import _sinkhorn
+from test_sinkhorn import _problem as sinkhorn_problem
 
 # The fixed-iteration comparisons stop short of convergence on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore::jgan.metrics.SinkhornNotConverged")
@@ -19,12 +20,8 @@ TIGHT = dict(threshold=1e-10, max_iterations=20_000)
 
 
 def _problem(seed, n=37, m=53, d=3, weights=True):
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    y = rng.normal(size=(m, d)) * 0.8 + 0.5
-    a = rng.dirichlet(np.ones(n)) if weights else np.full(n, 1 / n)
-    b = rng.dirichlet(np.ones(m)) if weights else np.full(m, 1 / m)
-    return x, y, a, b
+    # test_sinkhorn's clouds, at sizes that no block divides.
+    return sinkhorn_problem(seed, n=n, m=m, d=d, weights=weights)
 
 
 def _rows(rows, m):
