@@ -17,7 +17,7 @@ table and collects them into the ``--out`` JSON):
   POT's is the L2 norm of the same difference, the others' the L1 norm).
 - ``sinkhorn_fixed`` also times OTT-JAX on a precomputed cost matrix and POT
   in float32 and float64, and reports each time as a fraction of the
-  exponential-throughput floor (two bare ``sum(exp(.))`` passes per iteration).
+  exponential-throughput floor (a bare, unguarded log-domain iteration).
 - ``sinkhorn_scaling``: time to a marginal error of 1e-3 on the 8-mode ring
   and on Gaussian clouds, each library at its best setting: jgan (default
   over-relaxation, epsilon-scaling, neither), OTT-JAX (defaults, epsilon
@@ -27,8 +27,9 @@ table and collects them into the ``--out`` JSON):
 - ``sinkhorn_online``: ``Online()`` at n = 50,000 (d = 2, 64): time, gradient
   time and the peak memory of a fresh process, beside the dense matrix's.
 - ``kernel_bound``: what bounds an iteration: the time of one jgan iteration
-  divided by the two bare exp-and-sum passes (one per axis) of an iteration
-  over an ``[n, m]`` matrix, and the achieved exponentials per second.
+  divided by that of a bare, unguarded log-domain iteration (two
+  exp-and-sum passes, one per axis, in a jitted loop) over an ``[n, m]``
+  matrix, and the achieved exponentials per second.
 - ``frechet``: jgan's ``frechet_distance`` (two symmetric eigendecompositions,
   jitted; float64 and float32) against pytorch-fid's formula (scipy's
   ``sqrtm`` of the non-symmetric product, float64) on the statistics of
@@ -66,6 +67,7 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 import numpy as np
 
 from examples import _harness as harness
@@ -125,19 +127,29 @@ def _ott_solve_matrix(cost_matrix, epsilon, **kwargs):
     return out.matrix, out.n_iters
 
 
-def _exp_pass_seconds(n, m, repeats):
-    """The bare exponential-throughput floor of one Sinkhorn iteration on an ``[n, m]`` matrix.
+def _bare_iteration_seconds(n, m, repeats, iterations=50):
+    """The exponential-throughput floor of one log-domain Sinkhorn iteration on an ``[n, m]`` matrix.
 
-    One ``sum(exp(h - z - s))`` over each axis (an iteration's two
-    half-steps, with their broadcast vectors), jitted, median of
-    ``repeats``: no library can iterate faster without fewer exponentials.
+    ``iterations`` bare iterations in one jitted ``fori_loop`` (dispatch
+    amortised): ``g = -log sum_i exp(f_i - c_ij)``, then ``f = -log sum_j
+    exp(g_j - c_ij)``, unstabilised (the costs are ``N(0, 1)``: no
+    overflow), with no error check: the two exponentials per entry and the
+    reads of the matrix that any log-domain iteration needs, and nothing
+    else. No library iterates faster without fewer exponentials.
     """
-    z = jax.random.normal(jax.random.key(0), (n, m))
-    h, s = jnp.zeros(n), jnp.zeros(m)
-    columns = jax.jit(lambda z, h, s: jnp.sum(jnp.exp(h[:, None] - z - s[None, :]), axis=0))
-    rows = jax.jit(lambda z, h, s: jnp.sum(jnp.exp(s[None, :] - z - h[:, None]), axis=1))
-    return (_median_time(lambda: columns(z, h, s), repeats)
-            + _median_time(lambda: rows(z, h, s), repeats))
+    c = jax.random.normal(jax.random.key(0), (n, m))
+
+    @jax.jit
+    def bare(c):
+        def body(_, fg):
+            f, g = fg
+            g = -jnp.log(jnp.sum(jnp.exp(f[:, None] - c), axis=0))
+            f = -jnp.log(jnp.sum(jnp.exp(g[None, :] - c), axis=1))
+            return f, g
+
+        return lax.fori_loop(0, iterations, body, (jnp.zeros(n), jnp.zeros(m)))
+
+    return _median_time(lambda: bare(c), repeats) / iterations
 
 
 def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
@@ -148,8 +160,8 @@ def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
     a precomputed ``Geometry(cost_matrix)``; POT's ``sinkhorn_log`` on a
     numpy cost matrix in float32 and in float64 (its dtype follows the
     inputs). ``floor_fraction`` is the exponential-throughput floor
-    (``T`` bare iterations, ``_exp_pass_seconds``) over the library's time:
-    1 is as fast as two exponentials per entry per iteration allow.
+    (``T`` bare iterations, ``_bare_iteration_seconds``) over the library's
+    time: 1 is as fast as two exponentials per entry per iteration allow.
     """
     import ot
 
@@ -183,7 +195,7 @@ def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
                                            numItermax=t, stopThr=0.0, warn=False)
 
                     results[name] = (_median_time(pot_fn, max(1, min(repeats, 3))), pot_fn())
-            floor = t * _exp_pass_seconds(n, n, max(repeats, 5))
+            floor = t * _bare_iteration_seconds(n, n, max(repeats, 3))
             base = results["jgan"][0]
             for lib, (seconds, plan) in results.items():
                 error, cost = _error_and_cost(plan, x, y)
@@ -305,8 +317,9 @@ def sinkhorn_scaling(ring_size, gauss_sizes, target, repeats, pot_max_n):
     (``Epsilon(target, init=100, decay=0.9)``); with adaptive momentum
     (``Momentum(start=20)``, Lehmann et al.'s rule, as jgan's default).
     POT: ``sinkhorn_log`` and ``sinkhorn_epsilon_scaling``, each at the
-    largest ``stopThr`` (of 1e-3 ... 1e-6; POT's error is the L2 norm of the
-    column marginal) whose plan meets the target. GeomLoss (tensorized
+    largest ``stopThr`` (of 1e-3 ... 1e-5, at most 20,000 iterations; POT's
+    error is the L2 norm of the column marginal) whose plan meets the
+    target. GeomLoss (tensorized
     backend, torch on the same cores): its epsilon-scaling schedule (one
     averaged update per epsilon, no convergence check, a final
     extrapolation) at the largest ``scaling`` of 0.5, 0.9, 0.99 (fewest
@@ -357,10 +370,10 @@ def sinkhorn_scaling(ring_size, gauss_sizes, target, repeats, pot_max_n):
             cost = ot.dist(x, y)
             for method in ("sinkhorn_log", "sinkhorn_epsilon_scaling"):
                 runs = []
-                for stop in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 1e-6):
+                for stop in (1e-3, 3e-4, 1e-4, 3e-5, 1e-5):
                     def pot_fn(stop=stop, method=method):
                         return ot.sinkhorn(a.astype(np.float32), b.astype(np.float32), cost, eps,
-                                           method=method, numItermax=100_000, stopThr=stop,
+                                           method=method, numItermax=20_000, stopThr=stop,
                                            log=True, warn=False)
 
                     runs.append((f"stopThr={stop:g}", pot_fn,
@@ -460,12 +473,12 @@ def kernel_bound(sizes, iterations, repeats):
         one = jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.2, num_iterations=1).cost)
         per_iteration = (_median_time(lambda: fn(xj, yj), repeats)
                          - _median_time(lambda: one(xj, yj), repeats)) / (t - 1)
-        two_passes = _exp_pass_seconds(n, n, max(repeats, 10))
+        bare = _bare_iteration_seconds(n, n, max(repeats, 5))
         rows.append(dict(
-            n=n, iteration_ms=1e3 * per_iteration, bare_two_passes_ms=1e3 * two_passes,
-            iteration_over_two_passes=per_iteration / two_passes,
+            n=n, iteration_ms=1e3 * per_iteration, bare_iteration_ms=1e3 * bare,
+            iteration_over_bare=per_iteration / bare,
             exp_per_s_iteration=2 * n * n / per_iteration,
-            exp_per_s_bare=2 * n * n / two_passes,
+            exp_per_s_bare=2 * n * n / bare,
         ))
     return rows
 
@@ -751,7 +764,7 @@ def _benchmark(args: Settings, _, stop) -> dict:
                                     args.online_gradient),
         ),
         "kernel_bound": (
-            "Sinkhorn iteration versus two bare sum(exp) passes (d = 2, float32)",
+            "Sinkhorn iteration versus a bare log-domain iteration (d = 2, float32)",
             lambda: kernel_bound(args.sizes, args.iterations, args.repeats),
         ),
         "frechet": (
