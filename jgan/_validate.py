@@ -279,3 +279,14 @@ def check_finite_array(value: Any, name: str, *, where: Any = None) -> None:
         f"{count - nan} inf; the first at index {first}): there is nothing meaningful to "
         "measure. (Checked in eager calls only: under jax.jit non-finite values propagate.)"
     )
+
+
+def check_key(key: Any, name: str = "key") -> None:
+    """A ``TypeError`` naming ``name`` unless ``key`` is a PRNG key (typed, or a raw ``uint32[2]``)."""
+    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    raw = isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == jnp.uint32
+    if not (typed or raw):
+        raise TypeError(
+            f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
+            f" {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
+        )

@@ -65,6 +65,7 @@ from jgan._validate import (
     check_in_range,
     check_instance,
     check_int,
+    check_key,
     check_nonnegative,
     check_optimizer,
 )
@@ -326,16 +327,6 @@ def _stateful(fn: Callable, stateful: bool) -> Callable:
     if stateful:
         return fn
     return lambda params, model_state, x, *labels: (fn(params, x, *labels), model_state)
-
-
-def _check_key(key: Any) -> None:
-    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = isinstance(key, (jax.Array, np.ndarray)) and key.shape == (2,) and key.dtype == jnp.uint32
-    if not (typed or raw):
-        raise TypeError(
-            f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
-            f" {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
-        )
 
 
 def _make_prior(prior: Any) -> Prior:
@@ -666,7 +657,7 @@ def make_gan(
         d_model_state: PyTree = None,
     ) -> GANState:
         """The state at step 0 (see :class:`GAN`)."""
-        _check_key(key)
+        check_key(key)
         for name, stateful, value, net in (
             ("g_model_state", g_stateful, g_model_state, "generator"),
             ("d_model_state", d_stateful, d_model_state, "discriminator"),

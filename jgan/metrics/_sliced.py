@@ -12,20 +12,6 @@ from jgan import _validate
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-def _check_key(key: Any) -> None:
-    typed = isinstance(key, jax.Array) and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    raw = (
-        isinstance(key, (jax.Array, np.ndarray))
-        and key.shape == (2,)
-        and key.dtype == jnp.uint32
-    )
-    if not (typed or raw):
-        raise TypeError(
-            f"key must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
-            f" {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
-        )
-
-
 def _check_weights(w: Any, size: int, name: str, points: str) -> jax.Array:
     w = jnp.asarray(w)
     _validate.check_real_dtype(w, name)
@@ -77,7 +63,7 @@ def sliced_wasserstein_projections(
         is not an int, or ``dtype`` is not a float dtype.
       ValueError: if ``dim`` or ``num_projections`` is below 1.
     """
-    _check_key(key)
+    _validate.check_key(key)
     dim = _validate.check_int(dim, "dim", minimum=1, static=True)
     num_projections = _validate.check_int(
         num_projections, "num_projections", minimum=1, static=True
@@ -173,7 +159,7 @@ def sliced_wasserstein(
         raise ValueError(
             f"x and y must have the same dimension d, got x {x.shape} and y {y.shape}."
         )
-    _check_key(key)
+    _validate.check_key(key)
     num_projections = _validate.check_int(
         num_projections, "num_projections", minimum=1, static=True
     )
