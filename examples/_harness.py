@@ -57,8 +57,9 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
-from jgan import checkpoint, models
+from jgan import checkpoint, models, parallel
 from jgan import steps as jgan_steps
 
 EXIT_FAILURE = 1
@@ -237,6 +238,7 @@ def make_parser(
     out: str | None = "required",
     resume: bool = True,
     quiet: bool = True,
+    processes: bool = False,
 ) -> argparse.ArgumentParser:
     """An argument parser with a flag for every field of ``config_type``.
 
@@ -249,6 +251,9 @@ def make_parser(
         ``None``: no ``--out`` flag).
       resume: add ``--resume``.
       quiet: add ``--quiet``.
+      processes: add ``--coordinator-address``, ``--num-processes`` and
+        ``--process-id`` (a program that runs as several processes; see
+        :func:`main`).
 
     Raises:
       TypeError: a field has no default, no help text or a type with no flag.
@@ -299,6 +304,16 @@ def make_parser(
         )  # fmt: skip
     if quiet:
         run.add_argument("--quiet", action="store_true", help="no progress bar (default: false)")
+    if processes:
+        group = parser.add_argument_group(
+            "processes", "one run as several processes (jax.distributed.initialize's arguments; "
+            "all three or none; --out on a filesystem every process shares)")
+        group.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                           help="where process 0 listens (default: one process)")
+        group.add_argument("--num-processes", type=int, default=None, metavar="N",
+                           help="the number of processes (default: one process)")
+        group.add_argument("--process-id", type=int, default=None, metavar="I",
+                           help="this process's index, 0 to N - 1 (default: one process)")
     return parser
 
 
@@ -379,12 +394,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> str:
 
     The temporary file lies beside ``path`` with the same extension (what
     matplotlib and numpy read the format from), so the rename is atomic: a
-    reader sees the old file or the new one, never half of one.
+    reader sees the old file or the new one, never half of one. In a
+    multi-process run only process 0 writes (the others return at once).
 
     Returns:
       ``path``.
     """
     path = os.fspath(path)
+    if not parallel.is_main_process():
+        return path
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     root, extension = os.path.splitext(os.path.basename(path))
@@ -466,6 +484,8 @@ def prepare_run_dir(workdir: str | os.PathLike, *, resume: bool) -> str:
             pass
     except OSError as error:
         raise UsageError(f"Cannot write the output directory {workdir!r}: {error.strerror or error}.") from None
+    if jax.process_count() > 1:  # Every process checks the directory before any writes to it.
+        multihost_utils.sync_global_devices(f"prepare_run_dir {workdir}")
     return workdir
 
 
@@ -609,8 +629,12 @@ class MetricsLog:
         self.series = dict(series or {})
         kept = [r for r in _read_records(self.path) if not self._mine(r) or r["step"] <= resume_step]
         write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
+        # The records are kept here too: in a multi-process run only process 0
+        # writes the file, and every process must see the same records.
+        self._records = [r for r in kept if self._mine(r)]
+        self._main = parallel.is_main_process()
         self.writer = None
-        if tensorboard is not None:
+        if tensorboard is not None and self._main:
             try:
                 from flax.metrics import tensorboard as flax_tensorboard
 
@@ -624,8 +648,10 @@ class MetricsLog:
     def write(self, step: int, values: Mapping[str, Any]) -> dict[str, Any]:
         """Appends the record of ``step`` and returns it."""
         record = {"step": int(step), **self.series, **to_json(dict(values))}
-        with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+        self._records.append(record)
+        if self._main:
+            with open(self.path, "a") as file:
+                file.write(json.dumps(record) + "\n")
         if self.writer is not None:
             for name, value in record.items():
                 if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -635,7 +661,7 @@ class MetricsLog:
 
     def records(self) -> list[dict[str, Any]]:
         """This series' records, in the order written."""
-        return [r for r in _read_records(self.path) if self._mine(r)]
+        return list(self._records)
 
 
 def _read_records(path: str) -> list[dict[str, Any]]:
@@ -659,9 +685,10 @@ def _read_records(path: str) -> list[dict[str, Any]]:
 
 
 def progress_bar(total: int, initial: int, desc: str, enabled: bool):
-    """A tqdm progress bar (disabled: ``--quiet``)."""
+    """A tqdm progress bar (disabled: ``--quiet``, and on every process but process 0)."""
     from tqdm import tqdm
 
+    enabled = enabled and parallel.is_main_process()
     return tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not enabled, dynamic_ncols=True)
 
 
@@ -741,10 +768,17 @@ def train(
             bar.update(n)
         if step in checkpoint_steps or step == steps:
             checkpoints.save(state)
-        if stop.requested and step < steps:
+        if _any_process(stop.requested) and step < steps:
             checkpoints.save(state)
             raise Interrupted(stop.signum, step, checkpoints.directory)
     return state
+
+
+def _any_process(flag: bool) -> bool:
+    """Whether ``flag`` is set on any process: all stop together (a signal may reach only one)."""
+    if jax.process_count() == 1:
+        return flag
+    return bool(np.any(multihost_utils.process_allgather(np.asarray(flag))))
 
 
 def _short(value: Any) -> str:
@@ -816,7 +850,9 @@ def main(
       argv: the arguments (``None``: ``sys.argv[1:]``).
       doc: the program's docstring (its first paragraph heads ``--help``).
       prog: the program's name in messages, e.g. ``python -m examples.dcgan``.
-      **parser_kwargs: :func:`make_parser`'s ``out``, ``resume`` and ``quiet``.
+      **parser_kwargs: :func:`make_parser`'s ``out``, ``resume``, ``quiet``
+        and ``processes`` (with it, the process flags join the run through
+        ``jgan.parallel.initialize`` before the program starts).
 
     Returns:
       What ``program`` returned.
@@ -827,6 +863,14 @@ def main(
 
     def body():
         config, args = parse_config(config_type, argv, description=description(doc), prog=prog, **parser_kwargs)
+        if parser_kwargs.get("processes"):
+            try:
+                parallel.initialize(args.coordinator_address, args.num_processes, args.process_id)
+            except (ValueError, TypeError) as error:
+                raise UsageError(
+                    str(error).replace("coordinator_address", "--coordinator-address")
+                    .replace("num_processes", "--num-processes").replace("process_id", "--process-id")
+                ) from None
         with StopRequest() as stop:
             return program(config, args, stop)
 

@@ -35,12 +35,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from examples import _harness as harness
 from jgan import data
 from jgan import loop as jgan_loop
 from jgan import metrics as jgan_metrics
 from jgan import models
+from jgan import parallel
 from jgan import steps as jgan_steps
 
 DATASETS = ("ring", "grid", "ring_pacgan")
@@ -267,7 +269,7 @@ class Experiment(NamedTuple):
     spec: data.MixtureSpec
 
 
-def make_experiment(config: Config, unroll_steps: int | None = None) -> Experiment:
+def make_experiment(config: Config, unroll_steps: int | None = None, *, mesh: Mesh | None = None) -> Experiment:
     """Builds the GAN of ``config`` with ``unroll_steps`` (default ``config.unroll_steps``).
 
     Configs that differ only in their schedule or seed share one
@@ -277,6 +279,13 @@ def make_experiment(config: Config, unroll_steps: int | None = None) -> Experime
     Args:
       config: the experiment's hyper-parameters.
       unroll_steps: K; the baseline is ``make_experiment(config, 0)``.
+      mesh: train data-parallel over this mesh's ``"batch"`` axis
+        (``jgan.parallel.batch_mesh()``: every device of every process), or
+        on one device (None). The state is replicated and each step's real
+        batch sharded over the devices: each device draws only its rows
+        (the random bits are partitionable), and the result is the one
+        device's up to float summation order. ``init`` and the outputs of
+        ``train_chunk`` and ``sample`` are replicated arrays.
 
     Returns:
       An :class:`Experiment`.
@@ -290,11 +299,11 @@ def make_experiment(config: Config, unroll_steps: int | None = None) -> Experime
     unused = _BOOKKEEPING_FIELDS + ("seed",) + (() if config.decays() else ("steps",))
     defaults = Config()
     program = dataclasses.replace(config, **{name: getattr(defaults, name) for name in unused})
-    return _make_experiment(program, k)
+    return _make_experiment(program, k, mesh)
 
 
 @functools.lru_cache(maxsize=16)
-def _make_experiment(config: Config, k: int) -> Experiment:
+def _make_experiment(config: Config, k: int, mesh: Mesh | None) -> Experiment:
     spec = data.mixture(config.dataset)
     dim = spec.centers.shape[1]
     generator = models.MLPGenerator(out_features=dim, hidden=tuple(config.hidden))
@@ -323,23 +332,32 @@ def _make_experiment(config: Config, k: int) -> Experiment:
     sample_real = functools.partial(data.sample_mixture, n=config.batch_size, spec=spec)
 
     def init(key: jax.Array) -> jgan_steps.GANState:
-        return harness.init_gan(
+        state = harness.init_gan(
             gan, key, generator, discriminator, (jnp.zeros((1, config.latent_dim)),), (jnp.zeros((1, dim * config.pack)),)
         )
+        return state if mesh is None else parallel.replicate(state, mesh)
 
     def real_batch(data_key, i):
         step_key = jax.random.fold_in(data_key, i)
         if config.d_steps == 1:
-            return sample_real(step_key)
-        return jax.vmap(sample_real)(jax.random.split(step_key, config.d_steps))  # One slice per D update.
+            batch = sample_real(step_key)
+        else:
+            batch = jax.vmap(sample_real)(jax.random.split(step_key, config.d_steps))  # One slice per D update.
+        if mesh is None:
+            return batch
+        spec = P(parallel.AXIS) if config.d_steps == 1 else P(None, parallel.AXIS)
+        return jax.lax.with_sharding_constraint(batch, NamedSharding(mesh, spec))
 
-    @functools.partial(jax.jit, static_argnames="n")
+    # Replicated outputs on a mesh; on one device, wherever jit puts them.
+    placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+
+    @functools.partial(jax.jit, static_argnames="n", **placed)
     def train_chunk(state, data_key, n):
         return jgan_loop.run_steps(
             gan.step, state, functools.partial(real_batch, data_key), n, on_nonfinite="stop", start=state.step
         )
 
-    sample = jax.jit(gan.sample, static_argnums=2)
+    sample = jax.jit(gan.sample, static_argnums=2, **placed)
 
     return Experiment(init=init, train_chunk=train_chunk, sample=sample, spec=spec)
 
@@ -357,7 +375,7 @@ def schedule(learning_rate: float, decay_fraction: float, steps: int) -> optax.S
 
 def evaluate(experiment: Experiment, state: jgan_steps.GANState, key: jax.Array) -> dict[str, Any]:
     """Mode coverage of the generator on ``EVAL_SAMPLES`` samples (DESIGN.md protocol), and divergence."""
-    samples = experiment.sample(state, key, EVAL_SAMPLES)
+    samples = parallel.to_host(experiment.sample(state, key, EVAL_SAMPLES))
     result = jgan_metrics.mode_coverage(
         samples, experiment.spec.centers, std=experiment.spec.std, threshold=HIGH_QUALITY_STD
     )

@@ -78,8 +78,14 @@ import numpy as np
 from examples import _harness as harness
 from examples import mog
 from jgan import loop as jgan_loop
+from jgan import parallel
 
 PROGRAM = "unrolled_mog"
+
+
+def _mesh():
+    """Every device of every process, or None (one device: the plain single-device program)."""
+    return parallel.batch_mesh() if jax.device_count() > 1 else None
 
 
 def _snapshot_path(workdir: str, k: int, step: int) -> str:
@@ -95,7 +101,7 @@ def train_one(
     figure's snapshots at ``config.snapshot_steps()``; a resumed run reads
     the earlier evaluations back from ``metrics.jsonl``.
     """
-    experiment = mog.make_experiment(config, k)
+    experiment = mog.make_experiment(config, k, mesh=_mesh())
     keys = mog.keys(config.seed)
     checkpoints = harness.Checkpoints(
         os.path.join(workdir, "checkpoints", f"k{k}"), program=PROGRAM,
@@ -109,7 +115,7 @@ def train_one(
 
     def evaluate(state, step):
         if step in snapshot_steps:
-            samples = experiment.sample(state, keys.snapshot, mog.SNAPSHOT_SAMPLES)
+            samples = parallel.to_host(experiment.sample(state, keys.snapshot, mog.SNAPSHOT_SAMPLES))
             harness.save_npy(_snapshot_path(workdir, k, step), samples)
         return mog.evaluate(experiment, state, keys.eval)
 
@@ -144,6 +150,8 @@ def train_one(
     if state.g_ema_params is not None:  # How much the EMA buys.
         raw = mog.evaluate(experiment, state._replace(g_ema_params=None), keys.eval)
     snapshots = {s: np.load(path) for s in sorted(snapshot_steps) if os.path.exists(path := _snapshot_path(workdir, k, s))}
+    if not parallel.is_main_process():  # Only process 0 wrote them (and draws the figure).
+        snapshots = {}
     return {
         "unroll_steps": k,
         "step": int(state.step),
@@ -157,7 +165,7 @@ def train_one(
         "train_seconds": train_seconds,
         "history": [{key: r[key] for key in ("step", "modes", "high_quality", "reverse_kl")} for r in history],
         "snapshots": snapshots,
-        "samples": np.asarray(experiment.sample(state, keys.eval, mog.EVAL_SAMPLES)),
+        "samples": parallel.to_host(experiment.sample(state, keys.eval, mog.EVAL_SAMPLES)),
     }
 
 
@@ -201,7 +209,8 @@ def train_and_evaluate(
         run["sinkhorn"] = mog.sinkhorn_to_data(run["samples"], reference)
         run["sliced_wasserstein"] = mog.sliced_wasserstein_to_data(run["samples"], reference, key=sliced_key)
     harness.save_npy(os.path.join(workdir, "samples.npy"), runs[config.unroll_steps]["samples"])
-    harness.save_figure(os.path.join(workdir, "samples.png"), mog.figure(config, runs), dpi=120)
+    if parallel.is_main_process():
+        harness.save_figure(os.path.join(workdir, "samples.png"), mog.figure(config, runs), dpi=120)
     result = {
         "dataset": config.dataset,
         "unroll_steps": config.unroll_steps,
@@ -226,7 +235,8 @@ def train_and_evaluate(
         "command_line": None if command_line is None else list(command_line),
         "resumed": resume,
         "wall_time_s": time.perf_counter() - tic,
-        "devices": [str(d) for d in jax.devices()[:1]],
+        "devices": [str(d) for d in jax.devices()],
+        "processes": jax.process_count(),
     }
     harness.write_json(os.path.join(workdir, "metrics.json"), result)
     return result
@@ -240,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         result = train_and_evaluate(
             config, args.out, resume=args.resume, show_progress=not args.quiet, command_line=command_line, stop=stop
         )
+        if not parallel.is_main_process():
+            return result
         for k, run in result["runs"].items():
             print(
                 f"K = {k:>2}: {run['modes']}/{run['num_modes']} modes, {100 * run['high_quality']:.1f}% high quality,"
@@ -255,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         return result
 
     return harness.main(
-        mog.Config, program, argv=argv, doc=__doc__, prog="python -m examples.unrolled_mog", out="runs/unrolled_mog"
+        mog.Config, program, argv=argv, doc=__doc__, prog="python -m examples.unrolled_mog", out="runs/unrolled_mog",
+        processes=True,
     )
 
 

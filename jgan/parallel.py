@@ -80,7 +80,10 @@ def initialize(
 
     Raises:
       ValueError: only some of the three are given; ``process_id`` is out
-        of range; the coordinator reports another process count.
+        of range; the processes were given different ``num_processes``
+        (raised in every process). When process 0 is given more processes
+        than join, nothing is raised: jax.distributed aborts every process
+        (``DEADLINE_EXCEEDED``) after ``initialization_timeout``.
       TypeError: a count or index is not an int.
       RuntimeError: JAX was initialised already with other settings.
     """
@@ -110,6 +113,17 @@ def initialize(
     jax.distributed.initialize(
         coordinator_address, num_processes, process_id, initialization_timeout=initialization_timeout
     )
+    # The coordinator counts process 0's num_processes; a process given more
+    # joins all the same. Compare the counts so that every process stops here
+    # (else the others would time out in their first collective).
+    counts = np.asarray(multihost_utils.process_allgather(np.int32(num_processes))).tolist()
+    if any(count != num_processes for count in counts):
+        raise ValueError(
+            "the processes disagree on num_processes: "
+            + ", ".join(f"process {i} says {count}" for i, count in enumerate(counts))
+            + f" (the coordinator at {coordinator_address} runs {jax.process_count()}): "
+            "give every process the same num_processes."
+        )
     if jax.process_count() != num_processes:
         raise ValueError(
             f"num_processes = {num_processes}, but the coordinator at {coordinator_address} runs "
@@ -118,11 +132,18 @@ def initialize(
 
 
 def batch_mesh(devices: Sequence[jax.Device] | None = None, *, axis: str = AXIS) -> Mesh:
-    """A one-axis mesh named ``axis`` over ``devices`` (default: every device of every process)."""
+    """A one-axis mesh named ``axis`` over ``devices`` (default: every device of every process).
+
+    Its axis is ``Auto``: XLA propagates the batch's sharding through the
+    step and inserts the reductions, and ``with_sharding_constraint`` may
+    place intermediate arrays (``jax.make_mesh``'s default ``Explicit``
+    axes would instead type every array's sharding and refuse that).
+    """
     devices = jax.devices() if devices is None else list(devices)
     if not devices:
         raise ValueError("batch_mesh needs at least one device, got none.")
-    return jax.make_mesh((len(devices),), (axis,), devices=devices)
+    return jax.make_mesh((len(devices),), (axis,), devices=devices,
+                         axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _check_axis(mesh: Mesh, axis: str) -> int:
