@@ -33,6 +33,16 @@ Restoring needs a template of the state (a freshly initialised state, or its
 checkpoint is restored bit for bit, so a run of 2N steps equals N steps, save,
 restore, N more steps.
 
+In a multi-process run (``jgan.parallel.initialize``) every process calls
+:func:`save` and :func:`restore` with the same arguments; the state's
+leaves are global arrays (e.g. ``jgan.parallel.replicate(state, mesh)``),
+which orbax writes once, and a template of global arrays restores global
+arrays. The directory must be one that every process sees (a shared
+filesystem). The clean-up (deleting old and incomplete steps) runs on
+process 0 only, between barriers: no process lists or writes steps while
+another cleans up, and :func:`save` returns on every process once the
+clean-up is done, so all processes then list the same steps.
+
 Example::
 
     state = init_state(key, g_params, d_params, g_optimizer=..., d_optimizer=...)
@@ -55,6 +65,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 from jgan import _validate
 
@@ -131,6 +142,29 @@ def _listed_steps(directory: str) -> list[int]:
         return sorted(manager.all_steps())
 
 
+def _sync(name: str) -> None:
+    """A barrier across the processes of a multi-process run (nothing in a single process)."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(f"jgan.checkpoint.{name}")
+
+
+def _check_global(leaf: Any, path: str) -> None:
+    """In a multi-process run, refuses a leaf that is not an array across the processes.
+
+    orbax writes a global array once; it cannot tell which process's value
+    of a process-local array (or numpy array) is meant.
+    """
+    if jax.process_count() == 1 or (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable):
+        return
+    kind = (f"an array on this process's devices only ({leaf.sharding})" if isinstance(leaf, jax.Array)
+            else "a numpy array" if isinstance(leaf, np.ndarray) else f"a {type(leaf).__name__}")
+    raise ValueError(
+        f"In a run of {jax.process_count()} processes every leaf of the state must be a global array "
+        f"(over the devices of every process), e.g. from jgan.parallel.replicate(state, mesh); "
+        f"{path} is {kind}."
+    )
+
+
 def _empty_trash(directory: str) -> None:
     """Deletes what clean-ups renamed into ``_TRASH`` (process 0 only)."""
     if jax.process_index() == 0:
@@ -203,10 +237,14 @@ def save(
     like a checkpoint). Incomplete step directories found on the way are
     removed.
 
+    In a multi-process run every process calls it with the same arguments
+    (see the module's docstring).
+
     Args:
       directory: the checkpoint directory, created if needed.
       state: a pytree of arrays, e.g. a :class:`jgan.steps.GANState`; typed
-        PRNG keys are allowed anywhere in it.
+        PRNG keys are allowed anywhere in it. In a multi-process run, global
+        arrays (``jgan.parallel.replicate``).
       step: the checkpoint's step; by default ``int(state.step)``.
       metadata: a JSON-serialisable dict stored beside the state (e.g. the
         run's configuration), returned by :func:`restore` as JSON gives it
@@ -219,7 +257,8 @@ def save(
     Raises:
       ValueError: ``step`` is missing and ``state`` has no ``step``, is
         negative, or is not newer than the latest checkpoint of
-        ``directory``; ``max_to_keep < 1``.
+        ``directory``; ``max_to_keep < 1``; in a multi-process run, a
+        leaf is not a global array.
       TypeError: ``directory`` is not a str or ``os.PathLike``; ``step`` is
         not an int (or a 0-d integer array); ``max_to_keep`` is neither None
         nor an int; ``metadata`` is not a JSON-serialisable dict.
@@ -246,9 +285,10 @@ def save(
             leaf = jax.random.key_data(leaf)
         if math.prod(leaf.shape) == 0:  # Orbax refuses empty arrays; the shape says it all.
             continue
+        _check_global(leaf, info["path"])
         arrays[_leaf_name(i)] = jnp.asarray(leaf)
-    if not arrays:
-        arrays[_NO_ARRAYS] = jnp.zeros((), jnp.int8)
+    if not arrays:  # A numpy marker: orbax writes it once in a multi-process run too.
+        arrays[_NO_ARRAYS] = np.zeros((), np.int8)
     meta = {"format": FORMAT_VERSION, "step": step, "leaves": described, "metadata": metadata}
     try:
         json.dumps(meta)
@@ -257,6 +297,7 @@ def save(
 
     _empty_trash(directory)
     _discard_incomplete(directory)
+    _sync("save.cleaned")  # No process lists the steps while process 0 discards some.
     with _manager(directory, max_to_keep=max_to_keep, write=True) as manager:
         latest = manager.latest_step()
         if latest is not None and latest >= step:
@@ -272,6 +313,7 @@ def save(
         )
         manager.wait_until_finished()
     _empty_trash(directory)
+    _sync("save.done")  # Every process returns once the old steps are gone.
     if not saved:  # Orbax's save policy declined; should not happen with these options.
         raise RuntimeError(f"orbax did not save step {step} in {directory!r}.")
     return step
@@ -294,8 +336,9 @@ def restore(
       template: a pytree of the same structure, shapes and dtypes as the saved
         state (a freshly initialised state, or ``jax.eval_shape`` of one); its
         leaves' shardings (default: the first local device) place the
-        restored arrays. Typed PRNG keys in the template come back as typed
-        keys.
+        restored arrays: leaves replicated over a mesh of every process's
+        devices give global arrays. Typed PRNG keys in the template come
+        back as typed keys.
       step: the step to restore (an int, or a 0-d integer array); by default
         the newest complete one.
 
