@@ -5,7 +5,12 @@ Protocol (DESIGN.md): 2,500 generator samples; a sample is high quality within
 nearest to it; reverse KL of the high-quality mode histogram to uniform;
 mean ± standard error over seeds. The seeds of one configuration train
 together under ``jax.vmap`` (one compiled program; tested to equal separate
-runs).
+runs), the seed axis sharded over the local devices
+(``benchmarks._cells.shard_seeds``): each device trains its own seeds with no
+communication, so on an 8-device host a 10-seed row runs as 2 seeds on each
+of 5 devices. A seed's result does not depend on the device count (tested,
+to float32 roundoff); the device column says ``kind × n`` when ``n`` devices
+trained.
 
     python -m benchmarks.mog_table                       # every dataset and row, 10 seeds
     python -m benchmarks.mog_table --datasets ring --rows gan unrolled10 --seeds 3
@@ -32,6 +37,7 @@ present. Prints the tables beside the published PacGAN
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -39,7 +45,6 @@ import time
 from collections.abc import Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _cells as cells
@@ -118,25 +123,44 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def train_seeds(config: mog.Config, *, seeds: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Trains ``seeds`` GANs of one config together (seeds 0, 1, ...).
+def train_seeds(config: mog.Config, *, seeds: int,
+                devices: Sequence[jax.Device] | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Trains ``seeds`` GANs of one config together (seeds 0, 1, ...), the seed axis sharded over ``devices``.
 
     Seed ``s`` uses ``jax.random.split(jax.random.key(s), 3)`` for
-    initialisation, training data and evaluation samples.
+    initialisation, training data and evaluation samples. The seeds train
+    under ``jax.vmap``, split over ``devices`` (default:
+    ``jax.local_devices()``) by ``benchmarks._cells.shard_seeds``; a seed's result is the
+    same on any number of devices, up to float32 roundoff.
 
     Returns:
       ``(samples [seeds, 2500, dim], finished [seeds], seconds)``; a seed whose
       training hit a non-finite step stopped there and is not ``finished``.
     """
+    shards = cells.shard_seeds(seeds, devices)
     experiment = mog.make_experiment(config)
-    keys = jax.vmap(lambda s: jax.random.split(jax.random.key(s), 3))(jnp.arange(seeds))
+    init, train, sample, seed_keys = _programs(experiment.init, experiment.train_chunk, experiment.sample, shards)
+    init_keys, data_keys, eval_keys = seed_keys(shards.indices())
     start = time.perf_counter()
-    states = jax.vmap(experiment.init)(keys[:, 0])
-    states, _, _ = jax.vmap(lambda s, k: experiment.train_chunk(s, k, config.steps))(states, keys[:, 1])
-    samples = jax.vmap(experiment.sample, in_axes=(0, 0, None))(states, keys[:, 2], mog.EVAL_SAMPLES)
-    samples = jax.block_until_ready(samples)
+    states = init(init_keys)
+    states, _, _ = train(states, data_keys, config.steps)
+    samples = jax.block_until_ready(sample(states, eval_keys, mog.EVAL_SAMPLES))
     seconds = time.perf_counter() - start
-    return np.asarray(samples), np.asarray(states.step) == config.steps, seconds
+    samples, step = shards.keep((samples, states.step))
+    return samples, step == config.steps, seconds
+
+
+@functools.lru_cache(maxsize=16)
+def _programs(init, train_chunk, sample, shards: cells.SeedShards):
+    """An experiment's ``init``, ``train_chunk`` and ``sample``, and the seeds' keys, mapped over sharded seeds.
+
+    Cached per experiment (its functions: ``Experiment`` holds arrays and is
+    not hashable) and layout, so a second cell of the same programs compiles nothing.
+    """
+    return (shards.map(init),
+            shards.map(train_chunk, static_argnums=2),
+            shards.map(sample, static_argnums=2),
+            shards.map(lambda s: tuple(jax.random.split(jax.random.key(s), 3))))
 
 
 def run_row(config: mog.Config, *, seeds: int, samples_path: str | None = None) -> dict:
@@ -160,6 +184,7 @@ def run_row(config: mog.Config, *, seeds: int, samples_path: str | None = None) 
         "diverged": [not mog.sample_scale(s, spec) <= mog.DIVERGED_SCALE for s in samples],
         "seconds": seconds,
         "device": jax.devices()[0].device_kind,
+        "devices": cells.shard_seeds(seeds).devices,  # How many trained (train_seeds' layout).
         "seeds": seeds,
         "config": dataclasses.asdict(config),
     }
@@ -180,7 +205,7 @@ def format_table(dataset: str, results: dict) -> str:
         lines.append(
             f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {cells.mean_se(r['modes'])} |"
             f" {cells.mean_se(r['high_quality'])} | {cells.mean_se(r['reverse_kl'])} | {all(r['finished'])} |"
-            f" {diverged} | {r['seconds']:.0f} | {r.get('device', '?')} |")
+            f" {diverged} | {r['seconds']:.0f} | {cells.device_label(r)} |")
     for name, modes, hq, kl in PUBLISHED.get(dataset, []):
         lines.append(f"| {name} | | | {modes} | {hq} | {'—' if kl is None else kl} | | | | |")
     return "\n".join(lines)

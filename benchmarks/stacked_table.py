@@ -4,7 +4,11 @@ Protocol (DESIGN.md, "Mode collapse beyond 2-D"): a digit classifier labels
 each channel of every evaluated sample; modes = distinct predicted triples,
 KL = KL(triple histogram ‖ uniform over 1,000); mean ± standard error over
 seeds. The seeds of one cell train together under ``jax.vmap`` (one
-compiled program; tested to equal separate runs). The data are
+compiled program; tested to equal separate runs), the seed axis sharded over
+the local devices (``benchmarks._cells.shard_seeds``): each device trains its
+own seeds with no communication, so on an 8-device host a 10-seed row runs
+as 2 seeds on each of 5 devices; the device column says ``kind × n`` when
+``n`` devices trained. Evaluation runs seed by seed on one device. The data are
 ``jgan.data.stacked_digits``, an offline analogue of Stacked MNIST
 (scikit-learn's digits), not MNIST: the published rows printed under ours
 were measured on Stacked MNIST and compare only loosely.
@@ -149,22 +153,30 @@ def row_config(protocol: str, row: str, *, steps: int, eval_samples: int | None 
     return dataclasses.replace(sd.Config(), steps=steps, seed=0, **fields).validate()
 
 
-def train_seeds(config: sd.Config, *, seeds: int) -> tuple[sd.Experiment, jax.Array, np.ndarray, dict]:
-    """Trains ``seeds`` GANs of one config together under ``jax.vmap`` (seeds 0, 1, ...).
+def train_seeds(config: sd.Config, *, seeds: int, devices: Sequence[jax.Device] | None = None,
+                ) -> tuple[sd.Experiment, jax.Array, np.ndarray, dict]:
+    """Trains ``seeds`` GANs of one config together under ``jax.vmap`` (seeds 0, 1, ...), sharded over ``devices``.
 
     Seed ``s`` uses ``examples.stacked_digits.keys(s)`` for initialisation,
-    training data and evaluation, as the example's ``--seed s`` does.
+    training data and evaluation, as the example's ``--seed s`` does. The
+    seed axis is split over ``devices`` (default: ``jax.local_devices()``) by
+    ``benchmarks._cells.shard_seeds``; a seed's result is the same on any
+    number of devices, up to float32 roundoff.
 
     Returns:
       ``(experiment, states, finished [seeds], timing)``: the states stacked
-      on a leading seed axis; a seed whose training met a non-finite step
-      stopped there and is not ``finished``; ``timing`` holds ``seconds``
-      (all of training), ``compile_seconds`` (the first step, compile
-      included) and ``step_ms`` (the mean of the others, all seeds together).
+      on a leading seed axis sharded over the devices, ``seeds`` rows and
+      perhaps a few more (padding that fills the last device: see
+      ``shard_seeds``); a seed whose training met a non-finite step stopped
+      there and is not ``finished``; ``timing`` holds ``seconds`` (all of
+      training), ``compile_seconds`` (the first step, compile included),
+      ``step_ms`` (the mean of the others, all seeds together) and
+      ``devices`` (how many trained).
     """
     experiment = sd.make_experiment(config)
-    init, step = _vmapped(experiment)
-    keys = jax.vmap(sd.keys)(jnp.arange(seeds))
+    shards = cells.shard_seeds(seeds, devices)
+    init, step, seed_keys = _vmapped(experiment, shards)
+    keys = seed_keys(shards.indices())
     start = time.perf_counter()
     states = init(keys.init)
     states, _, _ = step(states, keys.data)
@@ -178,14 +190,18 @@ def train_seeds(config: sd.Config, *, seeds: int) -> tuple[sd.Experiment, jax.Ar
         "seconds": end - start,
         "compile_seconds": first - start,
         "step_ms": 1000 * (end - first) / max(config.steps - 1, 1),
+        "devices": shards.devices,
     }
-    return experiment, states, np.asarray(states.step) == config.steps, timing
+    return experiment, states, shards.keep(states.step) == config.steps, timing
 
 
 @functools.lru_cache(maxsize=16)
-def _vmapped(experiment: sd.Experiment):
-    """The experiment's ``init`` and ``train_step`` mapped over seeds, compiled once per experiment."""
-    return jax.jit(jax.vmap(experiment.init)), jax.jit(jax.vmap(experiment.train_step))
+def _vmapped(experiment: sd.Experiment, shards: cells.SeedShards):
+    """The experiment's ``init`` and ``train_step``, and the seeds' keys, mapped over sharded seeds.
+
+    Compiled once per experiment and layout.
+    """
+    return shards.map(experiment.init), shards.map(experiment.train_step), shards.map(sd.keys)
 
 
 def run_row(config: sd.Config, *, seeds: int, classify, histograms_path: str | None = None) -> dict:
@@ -198,6 +214,9 @@ def run_row(config: sd.Config, *, seeds: int, classify, histograms_path: str | N
       histograms_path: where to save the mode histograms ``[seeds, 1000]`` (.npy).
     """
     experiment, states, finished, timing = train_seeds(config, seeds=seeds)
+    # Evaluated one seed at a time on one device, as before the seeds were sharded
+    # (a row taken out of the sharded states would be replicated on every device).
+    states = jax.device_put(states, jax.local_devices()[0])
     keys = jax.vmap(sd.keys)(jnp.arange(seeds))
     tic = time.perf_counter()
     results = [
@@ -256,7 +275,7 @@ def format_table(protocol: str, results: dict, references: dict | None = None) -
         lines.append(
             f"| jgan {row} | {r['seeds']} | {r['config']['steps']:,} | {r['config']['eval_samples']:,} |"
             f" {cells.mean_se(r['modes'])} | {cells.mean_se(r['kl'])} | {cells.mean_se(r['confidence'])} |"
-            f" {all(r['finished'])} | {r['seconds']:.0f} | {r['step_ms']:.0f} | {r['device']} |")
+            f" {all(r['finished'])} | {r['seconds']:.0f} | {r['step_ms']:.0f} | {cells.device_label(r)} |")
     for n in sorted({r["config"]["eval_samples"] for r in results.values()}):
         if (ref := (references or {}).get(n)) is not None:
             lines.append(f"| real data (offline stacked digits) | | | {n:,} | {ref['modes']} | {ref['kl']:.2f} |"

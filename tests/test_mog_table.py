@@ -67,9 +67,9 @@ def test_table_from_results_and_reuse(tmp_path, monkeypatch, capsys):
         assert result["high_quality"][seed] == pytest.approx(100 * float(r.high_quality), abs=0.05)
     table = (tmp_path / "table.md").read_text()
     device = jax.devices()[0].device_kind
-    assert result["device"] == device
+    assert result["device"] == device and result["devices"] == 2  # 2 seeds, one on each of 2 of the 8 devices.
     assert "| jgan gan | 2 | 4 |" in table and "| jgan pacgan2 | 2 | 4 |" in table  # seeds, steps
-    assert all(line.endswith(f"| {device} |") for line in table.splitlines() if line.startswith("| jgan"))
+    assert all(line.endswith(f"| {device} × 2 |") for line in table.splitlines() if line.startswith("| jgan"))
     assert "PacGAN2 (PacGAN Table 1)" in table
     # The divergence check, per seed, from the samples' spread against the data's.
     assert result["diverged"] == [not mog.sample_scale(s, spec) <= mog.DIVERGED_SCALE for s in samples]

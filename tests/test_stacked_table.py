@@ -1,13 +1,15 @@
-"""benchmarks.stacked_table: vmapped seeds equal separate runs; results are stored, reused and tabled."""
+"""benchmarks.stacked_table: seeds vmapped and sharded over devices equal separate runs; results stored, reused, tabled."""
 
 import dataclasses
 import json
+import re
 
 import jax
 import matplotlib.image
 import numpy as np
 import pytest
 
+from benchmarks import _cells as cells
 from benchmarks import stacked_table as st
 from examples import stacked_digits as sd
 
@@ -24,7 +26,16 @@ def test_vmapped_seeds_equal_separate_runs(tiny_protocols):
     config = st.row_config("metz_quarter", "gan", steps=3, eval_samples=16)  # The table test's cell: compiled once.
     experiment, states, finished, timing = st.train_seeds(config, seeds=2)
     assert finished.tolist() == [True, True] and timing["step_ms"] > 0
-    for seed in range(2):  # The Python-loop twin of the vmap.
+    # Over the 8 devices (conftest.py) the seed axis is split, one seed on each of two.
+    assert timing["devices"] == 2
+    for leaf in jax.tree.leaves(states):
+        assert leaf.shape[0] == 2 and leaf.sharding.device_set == set(jax.local_devices()[:2])
+    shards = cells.shard_seeds(2)
+    _, step, seed_keys = st._vmapped(experiment, shards)  # The programs train_seeds ran: compiled already.
+    hlo = step.lower(states, seed_keys(shards.indices()).data).compile().as_text()
+    assert "num_partitions=2" in hlo  # Partitioned over the seeds, with no cross-seed traffic:
+    assert not re.search(r"all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter", hlo)
+    for seed in range(2):  # The Python-loop twin of the vmap, on one device.
         keys = sd.keys(seed)
         state = experiment.init(keys.init)
         for _ in range(config.steps):
