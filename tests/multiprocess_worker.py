@@ -182,6 +182,18 @@ def _train(args):
         local = {"mog": mixture[mog_rows], "image": images[image_rows]}
         return parallel.global_batch(local, mesh)
 
+    listed = []  # What each save leaves, as this process sees it as soon as the save returns.
+    if jax.process_index() == 0 and jax.process_count() > 1:
+        # Process 0 empties the deleted steps late: another process that
+        # returned from save before the clean-up ends would see them.
+        empty_trash = checkpoint._empty_trash
+
+        def late_empty_trash(directory):
+            time.sleep(0.5)
+            empty_trash(directory)
+
+        checkpoint._empty_trash = late_empty_trash
+
     def train(states, start, stop, save=False):
         metrics = []
         for i in range(start, stop):
@@ -190,6 +202,8 @@ def _train(args):
             if save:
                 checkpoint.save(args.checkpoints, states, step=i + 1, metadata={"saved_by": jax.process_count()},
                                 max_to_keep=2)
+                listed.append({"steps": checkpoint.all_steps(args.checkpoints),
+                               "entries": sorted(os.listdir(args.checkpoints))})
         return states, metrics
 
     n = args.steps
@@ -210,6 +224,7 @@ def _train(args):
         "process_count": jax.process_count(),
         "device_count": jax.device_count(),
         "mog_rows": [mog_rows.start, mog_rows.stop],
+        "listed_after_each_save": listed,
         "all_steps": checkpoint.all_steps(args.checkpoints),
         "metadata": metadata,
         "restored_replicated": all(leaf.sharding == replicated for leaf in leaves),

@@ -184,6 +184,11 @@ def test_restored_arrays_are_global(runs):
 
 def test_the_clean_up_leaves_the_newest_steps_and_every_process_lists_them(runs):
     for _, facts in runs["pair"]:
+        # Each save returns once the older steps are deleted (on process 0,
+        # made slow by the worker), on every process.
+        for saved, listed in enumerate(facts["listed_after_each_save"], start=1):
+            newest = list(range(max(1, saved - 1), saved + 1))
+            assert listed == {"steps": newest, "entries": [str(s) for s in newest]}
         assert facts["all_steps"] == [STEPS - 1, STEPS]  # max_to_keep=2
         # The incomplete step 0 is gone, and so is the directory of deleted steps.
         assert facts["entries"] == [str(STEPS - 1), str(STEPS)]
