@@ -33,6 +33,7 @@ __all__ = [
     "check_real_dtype",
     "check_path",
     "check_finite_array",
+    "check_mapped_axis",
 ]
 
 
@@ -290,3 +291,26 @@ def check_key(key: Any, name: str = "key") -> None:
             f"{name} must be a PRNG key (jax.random.key(seed)), got {type(key).__name__}"
             f" {getattr(key, 'dtype', '')} {getattr(key, 'shape', '')}."
         )
+
+
+def check_mapped_axis(axis_name: str | None, what: str) -> None:
+    """A ``ValueError`` unless ``axis_name`` is ``None`` or a mapped axis bound where ``what`` is traced.
+
+    A step built with ``axis_name`` averages over that axis of ``jax.shard_map``
+    or ``jax.pmap``; traced anywhere else (plain ``jax.jit``, an eager call, a
+    mesh whose axis is named otherwise) its first collective would fail deep
+    inside with ``NameError: unbound axis name``.
+    """
+    if axis_name is None:
+        return
+    try:
+        jax.lax.axis_size(axis_name)
+    except NameError:
+        mapped = tuple(jax.sharding.get_abstract_mesh().manual_axes)
+        where = f"the mapped axes here are {mapped}" if mapped else "no axis is mapped here"
+        raise ValueError(
+            f"{what} was built with axis_name={axis_name!r}, but it runs outside a mapped axis of"
+            f" that name ({where}): map it with jax.shard_map over a mesh axis named {axis_name!r}"
+            f" or jax.pmap(..., axis_name={axis_name!r}), or build it with axis_name=None to run"
+            " it under jax.jit on sharded inputs."
+        ) from None

@@ -45,7 +45,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan._parallel import finalize_metrics, mark_varying, pmean_floats
-from jgan._validate import check_callable, check_int, check_nonnegative, check_optimizer
+from jgan._validate import check_callable, check_int, check_mapped_axis, check_nonnegative, check_optimizer
 
 __all__ = [
     "CycleGANState",
@@ -392,6 +392,7 @@ def make_cyclegan_train_step(
     def train_step(state: CycleGANState, batch: dict[str, jax.Array]) -> tuple[CycleGANState, dict[str, jax.Array]]:
         if not isinstance(state, CycleGANState):
             raise TypeError(f"state must be a CycleGANState, got {type(state).__name__}.")
+        check_mapped_axis(axis_name, "The CycleGAN step")
         a, b = _split_batch(batch)
         _check_pools(state, a, b, pool_size)
 

@@ -66,6 +66,7 @@ from jgan._validate import (
     check_instance,
     check_int,
     check_key,
+    check_mapped_axis,
     check_nonnegative,
     check_optimizer,
 )
@@ -702,6 +703,7 @@ def make_gan(
     def step(state: GANState, batch: Batch) -> tuple[GANState, Metrics]:
         if not isinstance(state, GANState):
             raise TypeError(f"state must be a GANState, got {type(state).__name__}.")
+        check_mapped_axis(axis_name, "The GAN's step")
         _check_model_state("g", g_stateful, state.g_model_state)
         _check_model_state("d", d_stateful, state.d_model_state)
         if ema_decay is not None and state.g_ema_params is None:

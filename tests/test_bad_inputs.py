@@ -473,6 +473,8 @@ GAN_CALL_CASES = [
                        discriminator=_d_labels, pack=2),
          ValueError, "pack > 1 is not supported with conditional labels", "steps.GAN.step-pack-with-labels"),
     case(lambda: _step(a(4, 2), pack=3), ValueError, "pack=3 must divide the batch size", "steps.GAN.step-pack-divide"),
+    case(lambda: _step(X4, axis_name="batch"), ValueError,
+         "built with axis_name='batch', but it runs outside a mapped axis of that name", "steps.GAN.step-axis-unmapped"),
     case(lambda: _step(None), TypeError, "batch", "steps.GAN.step-batch-None"),
     # step: the networks
     case(lambda: _step(X4, discriminator=lambda p, x: jnp.stack([_d(p, x)] * 2, 1)), ValueError,
@@ -728,6 +730,8 @@ CYCLEGAN_CASES = [
          "cyclegan.step-batch-tuple"),
     case(lambda: _cyclegan_step({"a": a(2), "b": IMG}), ValueError, "batch['a'] must be [batch, ...] images",
          "cyclegan.step-batch-a-rank1"),
+    case(lambda: _cyclegan_step({"a": IMG, "b": IMG}, axis_name="batch"), ValueError,
+         "built with axis_name='batch', but it runs outside a mapped axis of that name", "cyclegan.step-axis-unmapped"),
     case(lambda: _cyclegan_step({"a": IMG, "b": IMG}, pool_size=2), ValueError,
          "The step has pool_size=2 but the state's pool_a holds 0 images", "cyclegan.step-pool_size-mismatch"),
     case(lambda: _cyclegan_step({"a": IMG, "b": IMG}, pool_size=2,
