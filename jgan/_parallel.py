@@ -10,8 +10,18 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec
 
-__all__ = ["mark_varying", "pmean_floats", "draw_local", "all_finite", "finalize_metrics"]
+__all__ = [
+    "mark_varying",
+    "pmean_floats",
+    "draw_local",
+    "rows_like",
+    "gather_rows",
+    "local_rows",
+    "all_finite",
+    "finalize_metrics",
+]
 
 PyTree = Any
 
@@ -68,6 +78,64 @@ def draw_local(
         return sampler(key, n)
     devices = lax.axis_size(axis_name)
     full = sampler(key, n * devices)
+    return lax.dynamic_slice_in_dim(full, lax.axis_index(axis_name) * n, n)
+
+
+def _typed_sharding(x: jax.Array) -> NamedSharding | None:
+    """``x``'s sharding when it is part of its type (an ``Explicit`` mesh axis), else ``None``.
+
+    Under ``jax.jit`` on a mesh with ``Explicit`` axes (``jax.make_mesh``'s
+    default) an array's sharding is part of its type, and operations refuse
+    operands sharded differently (``jnp.concatenate`` of replicated latents
+    with sharded labels) or ``lax.scan`` over a sharded axis. Elsewhere
+    (one device, an ``Auto`` mesh, inside ``shard_map`` / ``pmap``) the type
+    carries no sharding and XLA places the values.
+    """
+    sharding = jax.typeof(x).sharding
+    if isinstance(sharding, NamedSharding) and any(axis is not None for axis in sharding.spec):
+        return sharding
+    return None
+
+
+def rows_like(x: jax.Array, like: jax.Array) -> jax.Array:
+    """``x`` with its leading (batch) axis sharded as ``like``'s, on an ``Explicit`` mesh; else ``x``.
+
+    The step's own draws (latents) are replicated by type; this gives them the
+    real batch's sharding, so that a network may combine the two (see
+    :func:`_typed_sharding`).
+    """
+    sharding = _typed_sharding(like)
+    if sharding is None:
+        return x
+    return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec(sharding.spec[0])))
+
+
+def gather_rows(x: jax.Array, axis_name: str | None) -> jax.Array:
+    """The global batch of ``x`` ``[batch, ...]`` on every device, rows in device order.
+
+    For a computation that is not a mean over rows (an image pool's queue, a
+    transport plan between two batches): under a mapped axis each device
+    holds its own rows, here gathered as a ``psum`` of zero-padded slices
+    (exact, and device-invariant: ``all_gather``'s result ``shard_map`` types
+    as device-varying, which a replicated carry or state cannot take). Its
+    gradient reaches each device's rows. On an ``Explicit`` mesh ``x`` is
+    resharded replicated; elsewhere ``x`` already is the global batch.
+    """
+    if axis_name is None:
+        sharding = _typed_sharding(x)
+        if sharding is None:
+            return x
+        return jax.sharding.reshard(x, NamedSharding(sharding.mesh, PartitionSpec()))
+    n = x.shape[0]
+    placed = jnp.zeros((n * lax.axis_size(axis_name), *x.shape[1:]), x.dtype)
+    return lax.psum(lax.dynamic_update_slice_in_dim(placed, x, lax.axis_index(axis_name) * n, 0), axis_name)
+
+
+def local_rows(full: jax.Array, like: jax.Array, axis_name: str | None) -> jax.Array:
+    """The inverse of :func:`gather_rows`: this device's rows of the global ``full``, laid out as ``like``."""
+    if axis_name is None:
+        return rows_like(full, like)
+    n = like.shape[0]
     return lax.dynamic_slice_in_dim(full, lax.axis_index(axis_name) * n, n)
 
 

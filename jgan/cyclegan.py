@@ -44,7 +44,7 @@ import optax
 from jax import lax
 
 from jgan import losses as L
-from jgan._parallel import finalize_metrics, mark_varying, pmean_floats
+from jgan._parallel import finalize_metrics, gather_rows, local_rows, mark_varying, pmean_floats
 from jgan._validate import check_callable, check_int, check_mapped_axis, check_nonnegative, check_optimizer
 
 __all__ = [
@@ -374,20 +374,11 @@ def make_cyclegan_train_step(
         return metrics["d_a_loss"] + metrics["d_b_loss"], metrics
 
     def pool(pool_images, count, fake, key):
-        """Queries a pool with the global batch (under a map) and keeps this device's slice."""
+        """Queries a pool with the global batch and keeps this device's rows."""
         if pool_size == 0:
             return fake, pool_images, count
-        if axis_name is None:
-            return query_image_pool(pool_images, count, fake, key)
-        n = fake.shape[0]
-        index = lax.axis_index(axis_name)
-        # The global batch, in device order, the same on every device: a psum
-        # of zero-padded slices (exact) rather than all_gather, whose result
-        # shard_map types as device-varying while the pools must stay replicated.
-        placed = jnp.zeros((n * lax.axis_size(axis_name), *fake.shape[1:]), fake.dtype)
-        everything = lax.psum(lax.dynamic_update_slice_in_dim(placed, fake, index * n, 0), axis_name)
-        out, pool_images, count = query_image_pool(pool_images, count, everything, key)
-        return lax.dynamic_slice_in_dim(out, index * n, n), pool_images, count
+        out, pool_images, count = query_image_pool(pool_images, count, gather_rows(fake, axis_name), key)
+        return local_rows(out, fake, axis_name), pool_images, count
 
     def train_step(state: CycleGANState, batch: dict[str, jax.Array]) -> tuple[CycleGANState, dict[str, jax.Array]]:
         if not isinstance(state, CycleGANState):

@@ -16,6 +16,7 @@ from typing import NamedTuple
 import jax
 from jax import lax
 
+from jgan._parallel import gather_rows
 from jgan._validate import check_int, check_nonnegative, check_positive
 from jgan.metrics import sinkhorn_divergence
 
@@ -37,11 +38,18 @@ class GeneratorInputs(NamedTuple):
       adversarial: ``[]``, the generator's adversarial loss against the
         discriminator: its loss family's generator loss on D(G(z)), or the
         whole Metz et al. surrogate when the GAN is unrolled.
+      axis_name: the mapped axis under ``shard_map`` / ``pmap``, where
+        ``fake`` and ``real`` are this device's rows of the global batches
+        (the term is then averaged over devices); ``None`` on one device
+        and under ``jax.jit`` with sharded inputs. A term that is not a mean
+        over rows must gather the global batches first, as
+        :class:`SinkhornDivergence` does.
     """
 
     fake: jax.Array
     real: jax.Array
     adversarial: jax.Array
+    axis_name: str | None = None
 
 
 class GeneratorObjective(abc.ABC):
@@ -77,6 +85,8 @@ class SinkhornDivergence(GeneratorObjective):
     2018), with the samples flattened to vectors and the squared Euclidean
     cost. Gradients flow through the generated batch (implicitly, through
     the solver's fixed point). Reported as ``sinkhorn`` (without the weight).
+    Data-parallel, the divergence is of the global batches (every device
+    solves the whole problem), as on one device.
 
     Attributes:
       weight: the term's weight.
@@ -101,10 +111,13 @@ class SinkhornDivergence(GeneratorObjective):
             check_int(self.iterations, "SinkhornDivergence iterations", minimum=1, static=True)
 
     def __call__(self, inputs):
-        n = inputs.fake.shape[0]
+        # Not a mean over rows: the transport plan couples every pair of samples.
+        fake = gather_rows(inputs.fake, inputs.axis_name)
+        real = gather_rows(lax.stop_gradient(inputs.real), inputs.axis_name)
+        n = fake.shape[0]
         value = sinkhorn_divergence(
-            inputs.fake.reshape(n, -1),
-            lax.stop_gradient(inputs.real).reshape(n, -1),
+            fake.reshape(n, -1),
+            real.reshape(n, -1),
             epsilon=self.epsilon,
             num_iterations=self.iterations,
         ).divergence

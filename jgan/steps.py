@@ -57,7 +57,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan import penalties
-from jgan._parallel import draw_local, finalize_metrics, mark_varying, pmean_floats
+from jgan._parallel import draw_local, finalize_metrics, mark_varying, pmean_floats, rows_like
 from jgan._scan import unrolled_scan
 from jgan._validate import (
     check_bool,
@@ -599,7 +599,7 @@ def make_gan(
         real = fixed_real if real is None else real
         labels = fixed_labels if labels is None else labels
         z_key, reg_key = jax.random.split(key)
-        z = draw(z_key, prior, real.shape[0])
+        z = rows_like(draw(z_key, prior, real.shape[0]), real)
         y = () if labels is None else (labels,)
         fake, g_mstate = gen(g_params, g_mstate, z, *y)
         check_fake(fake, real)
@@ -641,7 +641,7 @@ def make_gan(
                 optimizer=d_optimizer,
                 axis_name=axis_name,
             )
-        inputs = GeneratorInputs(fake=fake, real=real, adversarial=adversarial)
+        inputs = GeneratorInputs(fake=fake, real=real, adversarial=adversarial, axis_name=axis_name)
         objective, extra = None, {"sample_scale": sample_scale(fake, real, axis_name=axis_name)}
         for part in g_objectives:
             term, part_metrics = part(inputs)
@@ -744,7 +744,7 @@ def make_gan(
         metrics = jax.tree.map(jnp.mean, d_metrics)
 
         z_key, unroll_key = jax.random.split(keys[d_steps])
-        z = draw(z_key, prior, last_real.shape[0])
+        z = rows_like(draw(z_key, prior, last_real.shape[0]), last_real)
         (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
             mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
         )
