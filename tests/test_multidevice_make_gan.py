@@ -1,18 +1,17 @@
 """make_gan on 8 forced CPU devices (set in conftest.py before JAX starts).
 
 Under ``shard_map`` the composed step must equal the frozen pre-rewrite step
-(tests/legacy_steps.py) under the same ``shard_map``, bit for bit; under
-plain ``jax.jit`` with the batch sharded over a mesh (no ``axis_name``) it
-must equal the single-device step up to float summation order.
+(tests/legacy_steps.py) under the same ``shard_map``, bit for bit. Its
+configurations (``PARTS``) under ``jax.jit`` on a sharded batch, ``shard_map``
+and ``pmap`` against the single-device step: tests/test_multidevice_forms.py.
 """
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 import legacy_steps
 from jgan import steps
@@ -105,41 +104,3 @@ def test_shard_mapped_make_gan_equals_the_shard_mapped_frozen_step(name):
         same(state, steps.GANState(*legacy_state))
         same({k: metrics[k] for k in expected_metrics}, expected_metrics)
     assert int(state.step) == N_STEPS
-
-
-# Where the sharded step is compared with another optimizer than adam(1e-2), and why.
-OPTIMIZERS = {
-    # A WGAN-GP critic's first-layer bias of a unit whose pre-activation has
-    # one sign on the whole batch has a gradient of exactly 0 in exact
-    # arithmetic (the real and fake means cancel, the penalty is piecewise
-    # constant in it): what the step computes is rounding noise (~1e-9),
-    # which differs with the summation order, and Adam's first steps turn
-    # it into ±lr. eps = 1e-3 keeps that noise a noise; the rest of the
-    # configuration is unchanged.
-    "wgan_gp_k2": optax.adam(1e-2, eps=1e-3),
-}
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_jit_on_a_sharded_batch_equals_the_single_device_step(name):
-    """No axis_name: jax.jit partitions the step over the batch's sharding."""
-    state, step = _composed(name, None, OPTIMIZERS.get(name))
-    expected, expected_metrics = _run(state, jax.jit(step))
-
-    mesh = jax.make_mesh((DEVICES,), ("batch",))
-    batch_sharding = NamedSharding(mesh, P("batch"))
-    replicated = NamedSharding(mesh, P())
-    sharded_step = jax.jit(step, in_shardings=(replicated, batch_sharding))
-    sharded = jax.device_put(state, replicated)
-    history = []
-    for i in range(N_STEPS):
-        batch = jax.device_put(_batch(i), batch_sharding)
-        assert len(batch.sharding.device_set) == DEVICES
-        sharded, metrics = sharded_step(sharded, batch)
-        history.append(metrics)
-    assert int(sharded.step) == N_STEPS
-    chex.assert_trees_all_close(sharded._replace(key=None), expected._replace(key=None),
-                                rtol=2e-5, atol=2e-6)
-    chex.assert_trees_all_equal(jax.random.key_data(sharded.key), jax.random.key_data(expected.key))
-    chex.assert_trees_all_close(history, expected_metrics, rtol=1e-4, atol=1e-5)
-    assert max(float(m["nonfinite"]) for m in history) == 0.0
