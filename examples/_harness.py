@@ -314,7 +314,44 @@ def make_parser(
                            help="the number of processes (default: one process)")
         group.add_argument("--process-id", type=int, default=None, metavar="I",
                            help="this process's index, 0 to N - 1 (default: one process)")
+        group.add_argument("--devices", type=_devices, default=1, metavar="N",
+                           help="devices of each process to train on, data-parallel: a number or 'all'"
+                           " (default: 1)")
     return parser
+
+
+def _devices(text: str) -> int | str:
+    if text == "all":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'all', got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number >= 1 or 'all', got {value}")
+    return value
+
+
+def data_mesh(args: argparse.Namespace) -> jax.sharding.Mesh | None:
+    """The mesh a program trains over: ``--devices`` of every process; None for one device.
+
+    A program built with ``processes=True`` calls this after :func:`main`
+    has joined the processes. None (one process, one device) runs the plain
+    single-device program.
+
+    Raises:
+      UsageError: ``--devices`` is more than a process has.
+    """
+    local = jax.local_device_count()
+    count = local if args.devices == "all" else args.devices
+    if count > local:
+        raise UsageError(f"--devices {count}: this process has {local} device(s) ({jax.local_devices()[0].platform}).")
+    if count == 1 and jax.process_count() == 1:
+        return None
+    # The first ``count`` devices of each process, process by process.
+    devices = [d for p in range(jax.process_count())
+               for d in [d for d in jax.devices() if d.process_index == p][:count]]
+    return parallel.batch_mesh(devices)
 
 
 def _unwrap_optional(hint: Any) -> tuple[Any, bool]:

@@ -27,6 +27,7 @@ Only jgan's public API is used here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -37,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from examples import _harness as harness
-from jgan import data, loop, metrics, models
+from jgan import data, loop, metrics, models, parallel
 from jgan import steps as jgan_steps
 
 DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier", "classifier.msgpack")
@@ -268,6 +269,7 @@ def run(
     resume: bool = False,
     show_progress: bool = True,
     stop: harness.StopRequest | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Trains ``program`` for ``config.steps`` steps in ``workdir``; returns the summary and the state.
 
@@ -279,6 +281,9 @@ def run(
       resume: continue from the latest checkpoint in ``workdir``.
       show_progress: show a progress bar and a note when nothing is evaluated.
       stop: the interrupt request to honour (``None``: none).
+      mesh: train data-parallel over this mesh's ``"batch"`` axis (the state
+        replicated, each global batch split over the devices, each process
+        giving its rows), or on one device (None).
 
     Raises:
       harness.UsageError: ``workdir`` holds a run but ``resume`` is false, or
@@ -291,7 +296,10 @@ def run(
         os.path.join(workdir, "checkpoints"), program=name, settings=config.resume_settings(),
         max_to_keep=config.keep_checkpoints,
     )  # fmt: skip
-    state, start = checkpoints.restore_or_init(program.init(jax.random.key(config.seed)), resume=resume)
+    initial = program.init(jax.random.key(config.seed))
+    if mesh is not None:
+        initial = parallel.replicate(initial, mesh)
+    state, start = checkpoints.restore_or_init(initial, resume=resume)
     if start > config.steps:
         raise harness.UsageError(f"The checkpoint in {workdir} is at step {start}, past --steps {config.steps}.")
     log = harness.MetricsLog(
@@ -306,18 +314,26 @@ def run(
     eval_steps = _multiples(config.eval_every, config.steps) if evaluates else set()
     sample_steps = _multiples(config.sample_every, config.steps)
 
-    @jax.jit
+    placed = {} if mesh is None else {"out_shardings": parallel.replicated(mesh)}
+
+    @functools.partial(jax.jit, **placed)
     def one_step(state, batch):
-        return loop.run_steps(program.train_step, state, batch, 1, on_nonfinite="stop", start=state.step)
+        stacked = jax.tree.map(lambda x: x[None], batch)
+        return loop.run_steps(program.train_step, state, stacked, 1, on_nonfinite="stop", start=state.step)
 
     batches = program.batches(start)
     train_seconds = 0.0
+
+    def next_batch():
+        # In a multi-process run jgan.data's pipelines yield this process's rows of the global batch.
+        batch = jax.tree.map(np.asarray, next(batches))
+        return batch if mesh is None else parallel.global_batch(batch, mesh)
 
     def advance(state, step, n):
         nonlocal train_seconds
         assert n == 1
         tic = time.perf_counter()
-        state, step_metrics, info = one_step(state, jax.tree.map(lambda x: np.asarray(x)[None], next(batches)))
+        state, step_metrics, info = one_step(state, next_batch())
         loop.check_run(info)
         train_seconds += time.perf_counter() - tic
         return state, step_metrics
@@ -327,12 +343,13 @@ def run(
     def on_event(state, step):
         record = {}
         if step in eval_steps:
-            images = program.generate(state, jax.random.fold_in(eval_key, step), config.eval_samples)
+            images = parallel.to_host(program.generate(state, jax.random.fold_in(eval_key, step), config.eval_samples))
             record.update(evaluator(images, jax.random.fold_in(eval_key, step + 2**30)))
         if step in sample_steps:
             images, columns = program.sample_grid(state)
-            save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), np.asarray(images), columns)
-            save_grid(os.path.join(workdir, "samples.png"), np.asarray(images), columns)
+            images = parallel.to_host(images)
+            save_grid(os.path.join(workdir, "samples", f"step_{step:06d}.png"), images, columns)
+            save_grid(os.path.join(workdir, "samples.png"), images, columns)
         return record
 
     bar = harness.progress_bar(config.steps, start, name, show_progress)
@@ -361,7 +378,7 @@ def run(
         ),
     }
     harness.write_json(os.path.join(workdir, "summary.json"), summary)
-    if "fid" in final:
+    if "fid" in final and parallel.is_main_process():
         print(f"{name}, step {config.steps}: {scores_line(final)}")
     return {"state": state, **summary}
 
@@ -383,9 +400,10 @@ def main(config_type: type, build: Callable[[Any], Program], *, name: str, doc: 
             built = build(config)
         except ValueError as error:
             raise harness.UsageError(str(error)) from None
-        return run(built, config, args.out, name=name, resume=args.resume, show_progress=not args.quiet, stop=stop)
+        return run(built, config, args.out, name=name, resume=args.resume, show_progress=not args.quiet, stop=stop,
+                   mesh=harness.data_mesh(args))
 
-    return harness.main(config_type, program, argv=argv, doc=doc, prog=f"python -m examples.{name}")
+    return harness.main(config_type, program, argv=argv, doc=doc, prog=f"python -m examples.{name}", processes=True)
 
 
 def stack_batches(iterator: Iterator[Any], k: int) -> Iterator[Any]:

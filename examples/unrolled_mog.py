@@ -83,17 +83,13 @@ from jgan import parallel
 PROGRAM = "unrolled_mog"
 
 
-def _mesh():
-    """Every device of every process, or None (one device: the plain single-device program)."""
-    return parallel.batch_mesh() if jax.device_count() > 1 else None
-
-
 def _snapshot_path(workdir: str, k: int, step: int) -> str:
     return os.path.join(workdir, "snapshots", f"k{k}_step{step:06d}.npy")
 
 
 def train_one(
-    config: mog.Config, k: int, workdir: str, *, resume: bool, show_progress: bool, stop: harness.StopRequest
+    config: mog.Config, k: int, workdir: str, *, resume: bool, show_progress: bool, stop: harness.StopRequest,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Trains the GAN with K = ``k`` to ``config.steps`` in ``workdir``; returns its results.
 
@@ -101,7 +97,7 @@ def train_one(
     figure's snapshots at ``config.snapshot_steps()``; a resumed run reads
     the earlier evaluations back from ``metrics.jsonl``.
     """
-    experiment = mog.make_experiment(config, k, mesh=_mesh())
+    experiment = mog.make_experiment(config, k, mesh=mesh)
     keys = mog.keys(config.seed)
     checkpoints = harness.Checkpoints(
         os.path.join(workdir, "checkpoints", f"k{k}"), program=PROGRAM,
@@ -177,6 +173,7 @@ def train_and_evaluate(
     show_progress: bool = False,
     command_line: Sequence[str] | None = None,
     stop: harness.StopRequest | None = None,
+    mesh: jax.sharding.Mesh | None = None,
 ) -> dict[str, Any]:
     """Trains the K = 0 and K = ``config.unroll_steps`` GANs and writes the outputs.
 
@@ -187,6 +184,8 @@ def train_and_evaluate(
       show_progress: show tqdm progress bars.
       command_line: the program's arguments, recorded in ``metrics.json``.
       stop: the interrupt request to honour (``None``: none).
+      mesh: train data-parallel over this mesh (``mog.make_experiment``), or
+        on one device (None).
 
     Returns:
       The contents of ``metrics.json``.
@@ -201,7 +200,7 @@ def train_and_evaluate(
     config.validate()
     workdir = harness.prepare_run_dir(workdir, resume=resume)
     stop = stop or harness.StopRequest()
-    runs = {k: train_one(config, k, workdir, resume=resume, show_progress=show_progress, stop=stop)
+    runs = {k: train_one(config, k, workdir, resume=resume, show_progress=show_progress, stop=stop, mesh=mesh)
             for k in config.unroll_values()}  # fmt: skip
     reference, floor = mog.data_samples(config)
     sliced_key = mog.sliced_wasserstein_key(config)
@@ -235,7 +234,7 @@ def train_and_evaluate(
         "command_line": None if command_line is None else list(command_line),
         "resumed": resume,
         "wall_time_s": time.perf_counter() - tic,
-        "devices": [str(d) for d in jax.devices()],
+        "devices": [str(d) for d in (jax.devices()[:1] if mesh is None else mesh.devices.flat)],
         "processes": jax.process_count(),
     }
     harness.write_json(os.path.join(workdir, "metrics.json"), result)
@@ -248,7 +247,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     def program(config, args, stop):
         command_line = sys.argv[1:] if argv is None else list(argv)
         result = train_and_evaluate(
-            config, args.out, resume=args.resume, show_progress=not args.quiet, command_line=command_line, stop=stop
+            config, args.out, resume=args.resume, show_progress=not args.quiet, command_line=command_line, stop=stop,
+            mesh=harness.data_mesh(args),
         )
         if not parallel.is_main_process():
             return result

@@ -216,12 +216,15 @@ def global_batch(local: PyTree, mesh: Mesh, *, axis: str = AXIS) -> PyTree:
     """The global batch whose rows :func:`process_rows` are ``local`` on this process.
 
     Every leaf ``[b_local, ...]`` becomes a ``[b_local * processes, ...]``
-    array sharded along its first axis over ``axis``. With one process this
-    is ``jax.device_put`` onto the mesh.
+    array sharded along its first axis over ``axis``: process ``p`` gives
+    rows ``[p b_local, (p + 1) b_local)``, the block that ``jgan.data``'s
+    pipelines yield to process ``p`` (``array_batches``, ``tfds_images``).
+    With one process this is ``jax.device_put`` onto the mesh.
 
     Raises:
       ValueError: the global batch does not divide over the ``axis``
-        devices; a leaf is a scalar.
+        devices; a leaf is a scalar; this process's devices hold another
+        block of rows (a mesh not ordered process by process).
     """
     devices = _check_axis(mesh, axis)
     processes = len({d.process_index for d in mesh.devices.flat})
@@ -236,6 +239,12 @@ def global_batch(local: PyTree, mesh: Mesh, *, axis: str = AXIS) -> PyTree:
             raise ValueError(
                 f"a global batch of {size} rows ({leaf.shape[0]} on each of {processes} "
                 f"processes) cannot be split over the {devices} devices of mesh axis {axis!r}."
+            )
+        block = slice(jax.process_index() * leaf.shape[0], (jax.process_index() + 1) * leaf.shape[0])
+        if processes > 1 and process_rows(size, mesh, axis=axis) != block:
+            raise ValueError(
+                f"this process's devices hold rows {process_rows(size, mesh, axis=axis)} of the global "
+                f"batch, not its block {block}: order the mesh's devices process by process (batch_mesh)."
             )
         return jax.make_array_from_process_local_data(sharding, leaf, (size, *leaf.shape[1:]))
 
