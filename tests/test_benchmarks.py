@@ -35,3 +35,14 @@ def test_train_speed_short_run(tmp_path):
     saved = json.loads((tmp_path / "train_speed_now.json").read_text())
     assert saved[0]["steps_per_s"] == pytest.approx(1e3 / saved[0]["step_ms"])
     assert "| mog_k0 | now |" in (tmp_path / "train_speed_now.md").read_text()
+
+
+def test_scale_out_short_run_over_two_devices(tmp_path):
+    from benchmarks import scale_out
+
+    out = tmp_path / "row.json"
+    row = scale_out.main(["--devices", "2", "--chunk", "2", "--repeats", "1", "--unroll-steps", "1",
+                          "--out", str(out)])
+    assert (row["processes"], row["devices"], row["unroll_steps"]) == (1, 2, 1)
+    assert row["steps_per_s"] == pytest.approx(1e3 / row["step_ms"])
+    assert json.loads(out.read_text()) == row
