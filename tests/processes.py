@@ -10,7 +10,10 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,27 +35,51 @@ def cpu_env(devices: int) -> dict[str, str]:
     return env
 
 
-def run_together(commands: list[list[str]], *, env: dict[str, str], timeout: float) -> list[subprocess.CompletedProcess]:
-    """Starts every command at once (``python`` prepended), waits for all; kills all on a timeout.
+def run_together(commands: list[list[str]], *, envs: list[dict[str, str]], timeout: float, logs: Path,
+                 stop_on_failure: bool = True) -> list[tuple[int, str]]:
+    """Runs ``python *command`` for every command at once; returns each one's (exit code, output).
 
-    Returns each command's completed process (stdout and stderr as text),
-    in order; the caller checks the return codes.
+    ``envs[i]`` is command ``i``'s environment (e.g. :func:`cpu_env`); its
+    stdout and stderr go to ``logs/<i>.log``. With ``stop_on_failure``, once
+    one fails the others are killed (in a multi-process run they would wait
+    for it at their next collective). Every one still running at
+    ``timeout`` seconds, or when this returns or raises, is killed with
+    SIGKILL (``jax.distributed`` takes SIGTERM for a preemption notice).
 
     Raises:
-      subprocess.TimeoutExpired: some command ran past ``timeout`` seconds
-        (every command is killed first).
+      pytest.fail.Exception: some command ran past ``timeout`` (the tail of
+        every log is in the message).
     """
-    children = [
-        subprocess.Popen([sys.executable, *command], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
-        for command in commands
-    ]
+    logs.mkdir(parents=True, exist_ok=True)
+    children, files = [], []
     try:
-        outputs = [child.communicate(timeout=timeout) for child in children]
+        for i, (command, env) in enumerate(zip(commands, envs, strict=True)):
+            files.append(open(logs / f"{i}.log", "w+"))
+            children.append(subprocess.Popen([sys.executable, *command], cwd=ROOT, env=env,
+                                              stdout=files[-1], stderr=subprocess.STDOUT))
+        deadline = time.monotonic() + timeout
+        while any(child.poll() is None for child in children):
+            if stop_on_failure and any(child.poll() not in (None, 0) for child in children):
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the processes ran past {timeout} s:\n" + _tails(files))
+            time.sleep(0.2)
     finally:
         for child in children:
             if child.poll() is None:
                 child.kill()
-                child.communicate()
-    return [subprocess.CompletedProcess(child.args, child.returncode, out, err)
-            for child, (out, err) in zip(children, outputs)]
+            child.wait()
+        outputs = []
+        for f in files:
+            f.seek(0)
+            outputs.append(f.read())
+            f.close()
+    return [(child.returncode, output) for child, output in zip(children, outputs)]
+
+
+def _tails(files) -> str:
+    texts = []
+    for i, f in enumerate(files):
+        f.flush()
+        texts.append(f"--- process {i} ---\n" + Path(f.name).read_text()[-3000:])
+    return "\n".join(texts)

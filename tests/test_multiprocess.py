@@ -28,15 +28,13 @@ ends, passing or not.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from processes import ROOT, cpu_env, free_port
+from processes import cpu_env, free_port, run_together
 
 WORKER = Path(__file__).resolve().parent / "multiprocess_worker.py"
 STEPS = 3  # N: steps before and after the checkpoint.
@@ -49,48 +47,10 @@ pytestmark = pytest.mark.slow  # Subprocesses that start JAX and compile (about 
 
 
 def _run(commands: list[list[str]], logs: Path, *, timeout: float, stop_on_failure: bool = True) -> list[tuple[int, str]]:
-    """Runs the worker once per argument list, all at once; returns each one's (exit code, output).
-
-    Each on as many CPU devices as its ``--devices`` (processes.cpu_env).
-
-    With ``stop_on_failure``, once one fails the others are killed (they
-    would wait for it in their next collective). Every one still running at
-    ``timeout`` seconds, or when this returns or raises, is killed.
-    """
-    logs.mkdir(parents=True, exist_ok=True)
-    children, files = [], []
-    try:
-        for i, command in enumerate(commands):
-            files.append(open(logs / f"{i}.log", "w+"))
-            env = cpu_env(int(command[command.index("--devices") + 1]))
-            children.append(subprocess.Popen([sys.executable, str(WORKER), *command], cwd=ROOT, env=env,
-                                              stdout=files[-1], stderr=subprocess.STDOUT))
-        deadline = time.monotonic() + timeout
-        while any(child.poll() is None for child in children):
-            if stop_on_failure and any(child.poll() not in (None, 0) for child in children):
-                break
-            if time.monotonic() > deadline:
-                pytest.fail(f"the processes ran past {timeout} s:\n" + _tails(files))
-            time.sleep(0.2)
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()  # SIGKILL: jax.distributed catches SIGTERM (a preemption notice).
-            child.wait()
-        outputs = []
-        for f in files:
-            f.seek(0)
-            outputs.append(f.read())
-            f.close()
-    return [(child.returncode, output) for child, output in zip(children, outputs)]
-
-
-def _tails(files) -> str:
-    texts = []
-    for i, f in enumerate(files):
-        f.flush()
-        texts.append(f"--- process {i} ---\n" + Path(f.name).read_text()[-3000:])
-    return "\n".join(texts)
+    """Runs the worker once per argument list, all at once, each on as many CPU devices as its ``--devices``."""
+    envs = [cpu_env(int(command[command.index("--devices") + 1])) for command in commands]
+    return run_together([[str(WORKER), *command] for command in commands], envs=envs, timeout=timeout, logs=logs,
+                        stop_on_failure=stop_on_failure)
 
 
 def _worker_flags(process_id: int, num_processes: int, port: int, devices: int, out: Path, checkpoints: Path) -> list[str]:

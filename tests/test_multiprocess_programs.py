@@ -22,20 +22,25 @@ FLAGS = ["-m", "examples.unrolled_mog", "--steps", "6", "--unroll-steps", "1", "
 TIMEOUT = 900
 
 
+def _run(commands, devices, logs, timeout=TIMEOUT):
+    """``(exit code, output)`` of each command, run at once on ``devices`` CPU devices each."""
+    return run_together(commands, envs=[cpu_env(devices)] * len(commands), timeout=timeout, logs=logs)
+
+
 def _check(done):
-    for process in done:
-        assert process.returncode == 0, f"{process.args} failed:\n{process.stderr[-3000:]}"
+    for code, output in done:
+        assert code == 0, output[-3000:]
 
 
 def _one_and_two_processes(flags, tmp_path):
     """Runs ``flags`` as 1 process with ``--devices 2`` and as 2 processes with 1 device each."""
     one, two = tmp_path / "one", tmp_path / "two"
     port = free_port()
-    single = run_together([[*flags, "--out", str(one), "--devices", "2"]], env=cpu_env(2), timeout=TIMEOUT)
-    pair = run_together(
+    single = _run([[*flags, "--out", str(one), "--devices", "2"]], 2, tmp_path / "logs_one")
+    pair = _run(
         [[*flags, "--out", str(two), "--coordinator-address", f"localhost:{port}", "--num-processes", "2",
           "--process-id", str(i)] for i in range(2)],
-        env=cpu_env(1), timeout=TIMEOUT,
+        1, tmp_path / "logs_two",
     )
     _check(single + pair)
     return one, two, pair
@@ -54,7 +59,7 @@ def test_two_processes_write_what_one_process_with_two_devices_writes(tmp_path):
     assert (two / "samples.png").exists()
     # One writer: every record logged once, and the summary printed by process 0 only.
     assert _records(two / "metrics.jsonl") == _records(one / "metrics.jsonl")
-    assert "Wrote" in pair[0].stdout and "Wrote" not in pair[1].stdout
+    assert "Wrote" in pair[0][1] and "Wrote" not in pair[1][1]
 
 
 def test_an_image_gan_as_two_processes_reads_each_process_rows(tmp_path):
@@ -77,7 +82,7 @@ def test_an_image_gan_as_two_processes_reads_each_process_rows(tmp_path):
      "--process-id must be below --num-processes = 2, got 2"),
 ])
 def test_incomplete_process_flags_are_a_usage_error(tmp_path, flags, message):
-    done = run_together([[*FLAGS, "--out", str(tmp_path / "run"), *flags]], env=cpu_env(1), timeout=300)[0]
-    assert done.returncode == 2, done.stderr
-    assert message in done.stderr
+    code, output = _run([[*FLAGS, "--out", str(tmp_path / "run"), *flags]], 1, tmp_path / "logs", timeout=300)[0]
+    assert code == 2, output
+    assert message in output
     assert not (tmp_path / "run").exists()  # Refused before anything was written.
