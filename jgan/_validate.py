@@ -165,8 +165,8 @@ def _check_real_scalar_type(value: Any, name: str) -> None:
         raise TypeError(
             f"{name} must be a real number (a Python or numpy int or float, or a 0-d array), got {what}."
         )
-    if jnp.ndim(value) != 0:
-        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}.")
+    if np.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {np.shape(value)}.")
 
 
 def check_real_scalar(value: Any, name: str) -> float | None:

@@ -222,8 +222,8 @@ def _check_start(start: Any) -> jax.Array:
         isinstance(start, (int, np.integer)) or jnp.issubdtype(jnp.result_type(start), jnp.integer)
     ):
         raise TypeError(f"start must be an integer scalar (the first step's index), got {start!r}.")
-    if jnp.ndim(start) != 0:
-        raise ValueError(f"start must be a scalar, got shape {jnp.shape(start)}.")
+    if np.ndim(start) != 0:
+        raise ValueError(f"start must be a scalar, got shape {np.shape(start)}.")
     return jnp.asarray(start, jnp.int32)
 
 
@@ -251,6 +251,6 @@ def _nonfinite(metrics: Metrics) -> jax.Array:
             f" metrics['nonfinite'] (1 when the update is not finite); got {shown}."
         )
     nonfinite = metrics["nonfinite"]
-    if jnp.ndim(nonfinite) != 0:
-        raise ValueError(f"metrics['nonfinite'] must be a scalar, got shape {jnp.shape(nonfinite)}.")
+    if np.ndim(nonfinite) != 0:
+        raise ValueError(f"metrics['nonfinite'] must be a scalar, got shape {np.shape(nonfinite)}.")
     return nonfinite

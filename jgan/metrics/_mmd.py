@@ -125,7 +125,7 @@ def mmd2(
     _check_samples(x, y)
     _validate.check_finite_array(x, "x")
     _validate.check_finite_array(y, "y")
-    if jnp.ndim(bandwidth) == 0:  # Refuses True, "1.0" and None by their type.
+    if np.ndim(bandwidth) == 0:  # Refuses True, "1.0" and None by their type.
         _validate.check_positive_scalar(bandwidth, "bandwidth")
     bandwidth = jnp.asarray(bandwidth)
     if bandwidth.ndim > 1 or bandwidth.size == 0:

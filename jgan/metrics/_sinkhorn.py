@@ -8,6 +8,7 @@ from typing import Any, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jgan import _validate
@@ -237,10 +238,10 @@ class SinkhornDivergenceOutput(NamedTuple):
 
 
 def _check_weights(w: Any, size: int, name: str, points: str) -> None:
-    if jnp.shape(w) != (size,):
+    if np.shape(w) != (size,):
         raise ValueError(
             f"{name} must have shape [{size}] (one weight per point of "
-            f"{points}), got {jnp.shape(w)}."
+            f"{points}), got {np.shape(w)}."
         )
     try:
         total = float(jnp.sum(w))
