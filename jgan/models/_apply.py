@@ -107,9 +107,9 @@ def make_apply(module: nn.Module, *, stateful: bool, train: bool = True) -> Call
 
     Misuse is reported when the function is first called (or traced) with a
     ``ValueError``: a module that reads a collection absent from the variables
-    it was given (a BatchNorm network applied statelessly, or statefully with
-    ``model_state={}``), or one that updates its ``model_state`` where it is
-    immutable (``train=False``).
+    it was given (a BatchNorm or spectrally normalised network applied
+    statelessly, or statefully with ``model_state={}``), or one that updates
+    its ``model_state`` where it is immutable (``train=False``).
 
     Args:
       module: a flax linen module, called as ``module(x, *args, train=...)``
@@ -133,13 +133,18 @@ def make_apply(module: nn.Module, *, stateful: bool, train: bool = True) -> Call
     def _call(variables, x, args, mutable):
         try:
             return module.apply(variables, x, *args, mutable=mutable, **train_kwargs)
-        except flax.errors.ScopeCollectionNotFound as error:
+        except (flax.errors.ScopeCollectionNotFound, flax.errors.InvalidRngError) as error:
+            # A missing "batch_stats": BatchNorm reads the collection; spectral
+            # normalisation (nn.SpectralNorm) asks for a "params" key to create u.
+            if isinstance(error, flax.errors.InvalidRngError) and '"params"' not in str(error):
+                raise
             given = sorted(variables)
             raise ValueError(
                 f"{type(module).__name__} reads a variable collection absent from the "
-                f"variables it was given ({given}). A module with BatchNorm needs "
-                "make_apply(module, stateful=True) and the model_state returned by "
-                "init_model / split_variables."
+                f"variables it was given ({given}). A module with BatchNorm or spectral "
+                "normalisation (spectral_norm=True: the power iteration's u and sigma "
+                "live in 'batch_stats') needs make_apply(module, stateful=True) and the "
+                "model_state returned by init_model / split_variables."
             ) from error
         except flax.errors.ModifyScopeVariableError as error:
             raise ValueError(

@@ -19,7 +19,10 @@ Conditioning:
   ``logit = ψ(φ(x)) + ⟨embed(y), φ(x)⟩``, where ``φ`` is a DCGAN trunk
   (strided convolutions, BatchNorm except on the input layer, LeakyReLU 0.2)
   followed by global sum pooling over space, ``ψ`` is a linear layer to one
-  output and ``embed`` a learned matrix ``V [num_classes, channels]``.
+  output and ``embed`` a learned matrix ``V [num_classes, channels]``. With
+  ``spectral_norm=True`` every weight is spectrally normalised, the class
+  embedding ``V`` included, as in Miyato & Koyama's code (``SNEmbedID``): see
+  :mod:`jgan.models._dcgan` for what lives in the model state.
 
 Labels outside ``[0, num_classes)``: when the labels are concrete (eager
 calls, ``init_model``) both networks raise ``ValueError``. Under ``jax.jit``
@@ -36,9 +39,13 @@ References:
   Miyato, Koyama, "cGANs with Projection Discriminator", ICLR 2018, eq. 3
   and sec. 3 (the projection form) and appendix (global sum pooling).
   Radford, Metz, Chintala, ICLR 2016 (the DCGAN trunk).
+  Miyato, Kataoka, Koyama, Yoshida, "Spectral Normalization for Generative
+  Adversarial Networks", ICLR 2018, eq. 8 and Algorithm 1.
 """
 
 from __future__ import annotations
+
+import functools
 
 import flax.linen as nn
 import jax
@@ -47,7 +54,9 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jgan import _validate
-from jgan.models._dcgan import _KERNEL_INIT, _LEAKY_SLOPE, DCGANGenerator, _batch_norm
+from jgan.models._dcgan import _KERNEL_INIT, _LEAKY_SLOPE, DCGANGenerator, _batch_norm, _spectrally_normalized
+
+_SN_EPSILON = 1e-12  # nn.SpectralNorm's default
 
 
 def check_labels(labels: ArrayLike, num_classes: int, *, batch: int | None = None) -> jax.Array:
@@ -97,6 +106,42 @@ def _embed(table: jax.Array, labels: jax.Array) -> jax.Array:
     n = table.shape[0]
     index = jnp.where((labels >= 0) & (labels < n), labels, n)
     return jnp.take(table, index, axis=0, mode="fill", fill_value=jnp.nan)
+
+
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(x * x) + _SN_EPSILON)
+
+
+def _spectrally_normalized_param(module: nn.Module, name: str, value: jax.Array, *, update_stats: bool) -> jax.Array:
+    """``value / sigma`` for a parameter matrix that ``module`` holds itself.
+
+    The same computation as flax's ``nn.SpectralNorm`` (which wraps a layer,
+    not a bare parameter): one power iteration from ``u``, kept as
+    ``"batch_stats"/"{name}/u"`` ``[1, columns]`` beside the estimate
+    ``"{name}/sigma"``, both stored only when ``update_stats``; ``u`` and
+    ``v`` carry no gradient (Miyato et al., Algorithm 1).
+
+    Args:
+      module: the module in whose compact method this is called.
+      name: the parameter's name.
+      value: the parameter ``[rows, columns]``.
+      update_stats: store the new ``u`` and ``sigma``.
+
+    Returns:
+      ``value`` divided by its estimated largest singular value.
+    """
+    u_name, sigma_name = f"{name}/u", f"{name}/sigma"
+    u_key = None if module.has_variable("batch_stats", u_name) else module.make_rng("params")
+    u_var = module.variable("batch_stats", u_name, jax.random.normal, u_key, (1, value.shape[-1]), jnp.float32)
+    sigma_var = module.variable("batch_stats", sigma_name, jnp.ones, (), jnp.float32)
+    v = _l2_normalize(u_var.value @ value.T)
+    u = _l2_normalize(v @ value)
+    u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
+    sigma = (v @ value @ u.T)[0, 0]
+    if update_stats:
+        u_var.value = u
+        sigma_var.value = sigma
+    return value / jnp.where(sigma != 0, sigma, 1)
 
 
 class ConditionalDCGANGenerator(nn.Module):
@@ -177,12 +222,17 @@ class ProjectionDiscriminator(nn.Module):
       momentum: BatchNorm momentum of the running averages.
       axis_name: if set, BatchNorm statistics are averaged over this mapped
         axis.
+      spectral_norm: spectrally normalise every weight: the convolution
+        kernels, ``ψ`` and the class embedding ``V`` (Miyato & Koyama's
+        code). BatchNorm stays; ``u`` and ``sigma`` join its statistics in
+        ``"batch_stats"``. The parameters are those of the network without it.
     """
 
     num_classes: int
     features: int = 64
     momentum: float = 0.9
     axis_name: str | None = None
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, labels: jax.Array, *, train: bool = True) -> jax.Array:
@@ -192,7 +242,8 @@ class ProjectionDiscriminator(nn.Module):
           x: images ``[batch, height, width, channels]``.
           labels: integer class labels ``[batch]`` in ``[0, num_classes)``.
           train: BatchNorm with batch statistics (``True``) or running
-            averages (``False``).
+            averages (``False``); with ``spectral_norm``, store the power
+            iteration's ``u`` and ``sigma`` or not.
 
         Returns:
           logits ``[batch]`` (NaN for an out-of-range label under ``jit``).
@@ -202,16 +253,19 @@ class ProjectionDiscriminator(nn.Module):
             outside ``[0, num_classes)``.
         """
         labels = check_labels(labels, self.num_classes, batch=x.shape[0])
+        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
         width = self.features
-        h = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+        h = sn(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT))(x)
         h = nn.leaky_relu(h, _LEAKY_SLOPE)
         while max(h.shape[1:3]) > 7:
             width *= 2
-            h = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT)(h)
+            h = sn(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", use_bias=False, kernel_init=_KERNEL_INIT))(h)
             h = nn.leaky_relu(_batch_norm(train, self.momentum, self.axis_name)(h), _LEAKY_SLOPE)
         phi = jnp.sum(h, axis=(1, 2))  # Global sum pooling: [batch, channels].
         self.sow("intermediates", "features", phi)
-        psi = nn.Dense(1, kernel_init=_KERNEL_INIT, name="psi")(phi)[:, 0]
+        psi = sn(nn.Dense(1, kernel_init=_KERNEL_INIT, name="psi"))(phi)[:, 0]
         table = self.param("class_embedding", _KERNEL_INIT, (self.num_classes, width))
+        if self.spectral_norm:
+            table = _spectrally_normalized_param(self, "class_embedding", table, update_stats=train)
         projection = jnp.sum(_embed(table, labels).astype(phi.dtype) * phi, axis=-1)
         return psi + projection

@@ -51,11 +51,14 @@ References:
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jgan import _validate
+from jgan.models._dcgan import _spectrally_normalized
 from jgan.models._upsample import ConvTranspose
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
@@ -189,11 +192,19 @@ class PatchGANDiscriminator(nn.Module):
       n_layers: the number of stride-2 convolutions (3: 70x70 patches).
       norm_affine: learn instance norm's scale and bias (the authors' code
         does not).
+      spectral_norm: spectrally normalise every convolution kernel (Miyato et
+        al. 2018; see :class:`~jgan.models.DCGANDiscriminator`). The power
+        iteration's ``u`` and ``sigma`` are model state
+        (``model_state["batch_stats"]``, updated when ``train``), so the
+        network is then stateful: ``make_apply(module, stateful=True)`` and
+        a stateful step such as ``make_gan(..., d_stateful=True)``;
+        ``jgan.cyclegan``'s step takes stateless networks only.
     """
 
     features: int = 64
     n_layers: int = 3
     norm_affine: bool = False
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
@@ -201,7 +212,9 @@ class PatchGANDiscriminator(nn.Module):
 
         Args:
           x: images ``[batch, height, width, channels]``.
-          train: ignored (instance norm behaves the same in both modes).
+          train: with ``spectral_norm``, store the power iteration's ``u``
+            and ``sigma`` (``True``) or not (``False``); otherwise ignored
+            (instance norm behaves the same in both modes).
 
         Returns:
           logits ``[batch, h', w', 1]``; for ``n_layers = 3``,
@@ -211,15 +224,15 @@ class PatchGANDiscriminator(nn.Module):
           ValueError: if ``n_layers < 1``.
           TypeError: if ``n_layers`` is not an int.
         """
-        del train
         _validate.check_int(self.n_layers, "n_layers", minimum=1)
+        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
         pad = ((1, 1), (1, 1))
         # C64: no instance norm on the input layer.
-        h = nn.Conv(self.features, (4, 4), strides=(2, 2), padding=pad, kernel_init=_KERNEL_INIT)(x)
+        h = sn(nn.Conv(self.features, (4, 4), strides=(2, 2), padding=pad, kernel_init=_KERNEL_INIT))(x)
         h = nn.leaky_relu(h, _LEAKY_SLOPE)
         for i in range(1, self.n_layers + 1):
             width = self.features * min(2**i, 8)
             stride = 2 if i < self.n_layers else 1
-            h = nn.Conv(width, (4, 4), strides=(stride, stride), padding=pad, use_bias=False, kernel_init=_KERNEL_INIT)(h)
+            h = sn(nn.Conv(width, (4, 4), strides=(stride, stride), padding=pad, use_bias=False, kernel_init=_KERNEL_INIT))(h)
             h = nn.leaky_relu(_instance_norm(self.norm_affine)(h), _LEAKY_SLOPE)
-        return nn.Conv(1, (4, 4), padding=pad, kernel_init=_KERNEL_INIT, name="logits")(h)
+        return sn(nn.Conv(1, (4, 4), padding=pad, kernel_init=_KERNEL_INIT, name="logits"))(h)

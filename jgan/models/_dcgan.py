@@ -27,14 +27,36 @@ convention (``make_apply(module, stateful=True)``); ``train=True`` normalises
 with batch statistics and updates the running averages, ``train=False`` uses
 the running averages.
 
+Spectral normalisation (``DCGANDiscriminator(spectral_norm=True)``, also on
+:class:`~jgan.models.ProjectionDiscriminator` and
+:class:`~jgan.models.PatchGANDiscriminator`) divides every convolution and
+dense kernel by an estimate of its largest singular value, a kernel
+``[kh, kw, in, out]`` taken as the matrix ``[kh·kw·in, out]`` (Miyato et al.,
+sec. 2.1 and appendix A; flax's ``nn.SpectralNorm``). The estimate comes from
+one power iteration per call, started from a vector ``u`` kept in the model
+state (``model_state["batch_stats"]``, beside ``sigma``, the estimate of the
+last training-mode call); ``train=True`` stores the new ``u`` and ``sigma``,
+``train=False`` iterates from the stored ``u`` without storing it. So a
+spectrally normalised discriminator is stateful
+(``make_apply(module, stateful=True)``, ``make_gan(..., d_stateful=True)``)
+whatever its ``normalization``. Biases, BatchNorm and LayerNorm parameters
+are not normalised, and the parameters are those of the same network without
+spectral normalisation (same names and shapes).
+
 References:
   Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
   Convolutional Generative Adversarial Networks", ICLR 2016, sec. 3
   (architecture guidelines) and sec. 4 (training details: N(0, 0.02) init,
   LeakyReLU slope 0.2).
+  Miyato, Kataoka, Koyama, Yoshida, "Spectral Normalization for Generative
+  Adversarial Networks", ICLR 2018, eq. 8 and Algorithm 1 (one power
+  iteration per update) and appendix A (convolution kernels as matrices).
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
 
 import flax.linen as nn
 import jax
@@ -62,6 +84,28 @@ def _batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn.Batch
         scale_init=_batch_norm_scale_init,
         axis_name=axis_name,
     )
+
+
+def _spectrally_normalized(layer: nn.Module, spectral_norm: bool, train: bool) -> Callable[..., jax.Array]:
+    """``layer``, or ``layer`` with its kernel divided by its spectral norm.
+
+    With ``spectral_norm=True`` the layer is wrapped in flax's
+    ``nn.SpectralNorm`` (one power iteration per call; ``u`` and ``sigma`` in
+    the ``"batch_stats"`` collection, updated only when ``train``). The
+    layer's parameters keep their names: ``nn.SpectralNorm`` only maps them.
+
+    Args:
+      layer: an unbound ``nn.Conv`` or ``nn.Dense`` created in the caller's
+        compact method (so it is named in the caller's scope).
+      spectral_norm: whether to normalise.
+      train: store the power iteration's ``u`` and ``sigma``.
+
+    Returns:
+      a callable ``x -> layer output``.
+    """
+    if not spectral_norm:
+        return layer
+    return functools.partial(nn.SpectralNorm(layer), update_stats=train)
 
 
 class DCGANGenerator(nn.Module):
@@ -145,13 +189,19 @@ class DCGANDiscriminator(nn.Module):
         ``"layer"`` (per-example LayerNorm over each feature map, the
         WGAN-GP critic's choice: a gradient penalty is per example, which
         batch statistics would couple) or ``"none"``; the last two hold
-        parameters only (the stateless convention).
+        parameters only (the stateless convention) unless ``spectral_norm``.
+      spectral_norm: spectrally normalise every convolution kernel (Miyato et
+        al.; see the module docstring). Independent of ``normalization``: the
+        SN-GAN discriminators use none, ``normalization="none",
+        spectral_norm=True``. The power iteration's ``u`` and ``sigma`` are
+        model state, so the network is stateful with any ``normalization``.
     """
 
     features: int = 64
     momentum: float = 0.9
     axis_name: str | None = None
     normalization: str = "batch"
+    spectral_norm: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = True) -> jax.Array:
@@ -161,26 +211,29 @@ class DCGANDiscriminator(nn.Module):
           x: images ``[batch, height, width, channels]``, e.g. 28x28, 32x32
             or 64x64 with any channel count.
           train: normalise with batch statistics and update the running
-            averages (``True``) or use the running averages (``False``).
+            averages (``True``) or use the running averages (``False``);
+            with ``spectral_norm``, also store the power iteration's ``u``
+            and ``sigma`` (``True``) or not (``False``).
 
         Returns:
           logits ``[batch]``.
         """
         if self.normalization not in ("batch", "layer", "none"):
             raise ValueError(f"normalization must be 'batch', 'layer' or 'none', got {self.normalization!r}.")
+        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
         width = self.features
-        # The input layer has no normalisation.
-        x = nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+        # The input layer has no BatchNorm or LayerNorm.
+        x = sn(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT))(x)
         x = nn.leaky_relu(x, _LEAKY_SLOPE)
         while max(x.shape[1:3]) > 7:
             width *= 2
-            x = nn.Conv(
+            x = sn(nn.Conv(
                 width, (4, 4), strides=(2, 2), padding="SAME", use_bias=self.normalization == "none", kernel_init=_KERNEL_INIT
-            )(x)
+            ))(x)
             if self.normalization == "batch":
                 x = _batch_norm(train, self.momentum, self.axis_name)(x)
             elif self.normalization == "layer":
                 x = nn.LayerNorm(reduction_axes=(-3, -2, -1), feature_axes=-1)(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
-        x = nn.Conv(1, x.shape[1:3], padding="VALID", kernel_init=_KERNEL_INIT, name="logit")(x)
+        x = sn(nn.Conv(1, x.shape[1:3], padding="VALID", kernel_init=_KERNEL_INIT, name="logit"))(x)
         return jnp.reshape(x, (x.shape[0],))
