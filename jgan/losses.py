@@ -14,6 +14,15 @@ finite, with finite gradients, for logits of any magnitude whose batch sum
 stays finite (|logit| · batch below the dtype's largest value, about 3e38 in
 float32: the mean adds the batch up in the logits' dtype).
 
+One-sided label smoothing (Salimans et al. 2016) is a keyword of the
+discriminator losses that have a real label (``real_label``), and
+:func:`one_sided_label_smoothing` builds the family that uses it.
+
+The relativistic average losses (Jolicoeur-Martineau 2019) compare each
+output with the mean output on the *other* batch, so the generator's loss needs
+the discriminator's outputs on real data too: their families are marked
+``relativistic`` and the step calls ``g_loss(fake_outputs, real_outputs)``.
+
 References:
   Goodfellow et al., "Generative Adversarial Nets", 2014 (eq. 1, Algorithm 1).
   Goodfellow, "NIPS 2016 Tutorial: Generative Adversarial Networks", 2016, §3.2.
@@ -21,10 +30,14 @@ References:
   Lim & Ye, "Geometric GAN", 2017 (hinge); Mao et al., "Least Squares GAN", 2017.
   Zhu et al., "Unpaired Image-to-Image Translation using Cycle-Consistent
   Adversarial Networks", 2017 (eq. 2).
+  Salimans et al., "Improved Techniques for Training GANs", 2016, §3.4.
+  Jolicoeur-Martineau, "The relativistic discriminator: a key element missing
+  from standard GAN", ICLR 2019, §4.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 from typing import Callable, Literal, NamedTuple
@@ -32,9 +45,10 @@ from typing import Callable, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
-from jgan._validate import check_bool, check_in_range
+from jgan._validate import check_bool, check_in_range, check_positive
 
 Reduction = Literal["mean", "none"]
 
@@ -51,6 +65,13 @@ __all__ = [
     "least_squares_discriminator_loss",
     "least_squares_generator_loss",
     "cycle_consistency_loss",
+    "relativistic_average_discriminator_loss",
+    "relativistic_average_generator_loss",
+    "relativistic_average_least_squares_discriminator_loss",
+    "relativistic_average_least_squares_generator_loss",
+    "relativistic_average_hinge_discriminator_loss",
+    "relativistic_average_hinge_generator_loss",
+    "one_sided_label_smoothing",
     "LossFamily",
     "LOSS_FAMILIES",
     "loss_family",
@@ -110,28 +131,60 @@ def _reduce_pair(real_terms, fake_terms, reduction: Reduction) -> jax.Array:
 
 
 def minimax_discriminator_loss(
-    real_logits: ArrayLike, fake_logits: ArrayLike, *, reduction: Reduction = "mean"
+    real_logits: ArrayLike,
+    fake_logits: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    real_label: float = 1.0,
 ) -> jax.Array:
     """Discriminator loss of the minimax game: −E log σ(r) − E log(1 − σ(f)).
 
     Shared by the minimax, non-saturating and maximum-likelihood families: they
     differ only in the generator's loss.
 
+    With ``real_label`` α < 1 (one-sided label smoothing) the real term is the
+    cross-entropy against the target α instead of 1:
+    −α log σ(r) − (1 − α) log(1 − σ(r)) = softplus(−r) + (1 − α)·r, and the
+    optimal discriminator becomes D*(x) = α·p_data(x) / (p_data(x) + p_g(x)):
+    it stops short of certainty on real data. The fake targets stay 0
+    (smoothing them too would give D* = (α p_data + β p_g) / (p_data + p_g),
+    which rewards the generator for samples where p_data is small).
+    ``real_label=1.0`` is the plain loss, computed exactly as before.
+
     Args:
       real_logits: D's logits on real data, ``[batch]`` or ``[batch, 1]``.
       fake_logits: D's logits on generated data, ``[batch]`` or ``[batch, 1]``.
       reduction: ``"mean"`` or ``"none"`` (per-example real + fake terms).
+      real_label: α in (0, 1], the target of the real examples (a Python
+        float; Salimans et al. use 0.9).
 
     Returns:
       The loss, a scalar or ``[batch]``.
 
     References:
       Goodfellow et al. 2014, eq. 1 (negated: here it is minimised).
+      Salimans et al. 2016, §3.4 (one-sided label smoothing).
     """
+    real_label = _check_real_label(real_label)
     r = as_logits(real_logits, name="real_logits")
     f = as_logits(fake_logits, name="fake_logits")
     # −log σ(r) = softplus(−r);  −log(1 − σ(f)) = softplus(f).
-    return _reduce_pair(jax.nn.softplus(-r), jax.nn.softplus(f), reduction)
+    real_terms = jax.nn.softplus(-r)
+    if real_label != 1.0:
+        # −(1 − α) log(1 − σ(r)) = (1 − α) softplus(r) = (1 − α) (softplus(−r) + r).
+        real_terms = real_terms + (1.0 - real_label) * r
+    return _reduce_pair(real_terms, jax.nn.softplus(f), reduction)
+
+
+def _check_real_label(real_label: float) -> float:
+    """``real_label`` as a float in (0, 1]: a static hyper-parameter, not a traced value."""
+    value = check_positive(real_label, "real_label")  # A number, finite and > 0.
+    if value > 1.0:
+        raise ValueError(
+            "real_label must be in (0, 1] (the discriminator's target on real data; 0.9 is"
+            f" usual, 1 is no smoothing), got {real_label}."
+        )
+    return value
 
 
 def minimax_generator_loss(
@@ -296,24 +349,36 @@ def hinge_generator_loss(
 
 
 def least_squares_discriminator_loss(
-    real_scores: ArrayLike, fake_scores: ArrayLike, *, reduction: Reduction = "mean"
+    real_scores: ArrayLike,
+    fake_scores: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    real_label: float = 1.0,
 ) -> jax.Array:
-    """The least-squares discriminator loss: ½E(r − 1)² + ½E f².
+    """The least-squares discriminator loss: ½E(r − b)² + ½E f², b = ``real_label`` = 1.
+
+    The optimal discriminator is D*(x) = b·p_data(x) / (p_data(x) + p_g(x))
+    (Mao et al., eq. 4 with a = 0), so ``real_label`` b = α < 1 is one-sided
+    label smoothing in the sense of Salimans et al.: the same D* as the
+    smoothed cross-entropy, in score space.
 
     Args:
       real_scores: D's outputs on real data, ``[batch]`` or ``[batch, 1]``.
       fake_scores: D's outputs on generated data, ``[batch]`` or ``[batch, 1]``.
       reduction: ``"mean"`` or ``"none"``.
+      real_label: b in (0, 1], the target of the real examples (a Python float).
 
     Returns:
       The loss, a scalar or ``[batch]``.
 
     References:
       Mao et al. 2017, eq. 9 with a = 0, b = c = 1 (used by CycleGAN).
+      Salimans et al. 2016, §3.4 (b < 1).
     """
+    real_label = _check_real_label(real_label)
     r = as_logits(real_scores, name="real_scores")
     f = as_logits(fake_scores, name="fake_scores")
-    return _reduce_pair(0.5 * jnp.square(r - 1.0), 0.5 * jnp.square(f), reduction)
+    return _reduce_pair(0.5 * jnp.square(r - real_label), 0.5 * jnp.square(f), reduction)
 
 
 def least_squares_generator_loss(
@@ -371,6 +436,227 @@ def cycle_consistency_loss(
     return _reduce_one(per_example, reduction)
 
 
+# ---------------------------------------------------------------------------
+# Relativistic average losses (Jolicoeur-Martineau 2019).
+
+
+def _other_batch_mean(outputs: jax.Array, axis_name: str | None, what: str) -> jax.Array:
+    """E over the other batch: this device's rows, or every device's rows along ``axis_name``."""
+    mean = jnp.mean(outputs)
+    if axis_name is None:
+        return mean
+    try:
+        lax.axis_size(axis_name)
+    except NameError:
+        raise ValueError(
+            f"{what}: axis_name={axis_name!r} is not a mapped axis here; pass it only under"
+            " jax.shard_map, jax.pmap or jax.vmap with that axis name (under jax.jit on"
+            " sharded inputs the loss already sees the whole batch: pass axis_name=None)."
+        ) from None
+    # A mean of equal-sized per-device means is the mean over all rows.
+    return lax.pmean(mean, axis_name)
+
+
+def _relativistic_average(first, second, first_term, second_term, reduction, axis_name, names, what):
+    """first_term(x − E y) over x in ``first`` plus second_term(y − E x) over y in ``second``."""
+    x = as_logits(first, name=names[0])
+    y = as_logits(second, name=names[1])
+    x_relative = x - _other_batch_mean(y, axis_name, what)
+    y_relative = y - _other_batch_mean(x, axis_name, what)
+    return _reduce_pair(first_term(x_relative), second_term(y_relative), reduction)
+
+
+def relativistic_average_discriminator_loss(
+    real_logits: ArrayLike,
+    fake_logits: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaSGAN discriminator loss: −E_x log σ(C(x) − E C(G(z))) − E_z log(1 − σ(C(G(z)) − E C(x))).
+
+    The discriminator estimates the probability that real data is more
+    realistic than the average generated sample, and vice versa. Computed with
+    softplus: E softplus(−(r − E f)) + E softplus(f − E r).
+
+    Args:
+      real_logits: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_logits: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"``. Element i of ``"none"`` is the
+        real term of example i plus the fake term of example i (batches of
+        equal size), each relative to the *whole* other batch's mean output:
+        a batch statistic, so a row's value changes when other rows do. Their
+        mean is the loss.
+      axis_name: ``None`` (the default): the means E C over the other batch
+        are over the rows this call sees. Under ``jax.shard_map``,
+        ``jax.pmap`` or ``jax.vmap`` with the batch split over a mapped axis,
+        pass its name to average over every device's rows (``lax.pmean`` of
+        the per-device means; per-device batches of equal size): the loss,
+        and the average of the per-device gradients, then equal those of the
+        whole batch on one device. Under ``jax.jit`` on sharded inputs the
+        loss sees the whole batch: leave it ``None``.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaSGAN (Algorithm 2).
+    """
+    return _relativistic_average(
+        real_logits, fake_logits, lambda x: jax.nn.softplus(-x), jax.nn.softplus,
+        reduction, axis_name, ("real_logits", "fake_logits"), "relativistic_average_discriminator_loss")
+
+
+def relativistic_average_generator_loss(
+    fake_logits: ArrayLike,
+    real_logits: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaSGAN generator loss: −E_z log σ(C(G(z)) − E C(x)) − E_x log(1 − σ(C(x) − E C(G(z)))).
+
+    The discriminator's loss with real and generated data swapped: the
+    generator gets gradients from the real batch too (through E C(G(z)) in
+    its real term), unlike in a standard GAN.
+
+    Args:
+      fake_logits: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      real_logits: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example values relative to the
+        other batch's mean; see :func:`relativistic_average_discriminator_loss`).
+      axis_name: the mapped axis to average the other batch's mean over, or
+        ``None``; see :func:`relativistic_average_discriminator_loss`.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaSGAN (Algorithm 2).
+    """
+    return _relativistic_average(
+        fake_logits, real_logits, lambda x: jax.nn.softplus(-x), jax.nn.softplus,
+        reduction, axis_name, ("fake_logits", "real_logits"), "relativistic_average_generator_loss")
+
+
+def relativistic_average_least_squares_discriminator_loss(
+    real_scores: ArrayLike,
+    fake_scores: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaLSGAN discriminator loss: E_x (C(x) − E C(G(z)) − 1)² + E_z (C(G(z)) − E C(x) + 1)².
+
+    As in the paper, without the ½ of :func:`least_squares_discriminator_loss`.
+
+    Args:
+      real_scores: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_scores: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example values relative to the
+        other batch's mean; see :func:`relativistic_average_discriminator_loss`).
+      axis_name: the mapped axis to average the other batch's mean over, or
+        ``None``; see :func:`relativistic_average_discriminator_loss`.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaLSGAN.
+    """
+    return _relativistic_average(
+        real_scores, fake_scores, lambda x: jnp.square(x - 1.0), lambda x: jnp.square(x + 1.0),
+        reduction, axis_name, ("real_scores", "fake_scores"),
+        "relativistic_average_least_squares_discriminator_loss")
+
+
+def relativistic_average_least_squares_generator_loss(
+    fake_scores: ArrayLike,
+    real_scores: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaLSGAN generator loss: E_z (C(G(z)) − E C(x) − 1)² + E_x (C(x) − E C(G(z)) + 1)².
+
+    Args:
+      fake_scores: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      real_scores: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example values relative to the
+        other batch's mean; see :func:`relativistic_average_discriminator_loss`).
+      axis_name: the mapped axis to average the other batch's mean over, or
+        ``None``; see :func:`relativistic_average_discriminator_loss`.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaLSGAN.
+    """
+    return _relativistic_average(
+        fake_scores, real_scores, lambda x: jnp.square(x - 1.0), lambda x: jnp.square(x + 1.0),
+        reduction, axis_name, ("fake_scores", "real_scores"),
+        "relativistic_average_least_squares_generator_loss")
+
+
+def relativistic_average_hinge_discriminator_loss(
+    real_scores: ArrayLike,
+    fake_scores: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaHingeGAN discriminator loss: E_x relu(1 − (C(x) − E C(G(z)))) + E_z relu(1 + (C(G(z)) − E C(x))).
+
+    Args:
+      real_scores: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      fake_scores: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example values relative to the
+        other batch's mean; see :func:`relativistic_average_discriminator_loss`).
+      axis_name: the mapped axis to average the other batch's mean over, or
+        ``None``; see :func:`relativistic_average_discriminator_loss`.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaHingeGAN.
+    """
+    return _relativistic_average(
+        real_scores, fake_scores, lambda x: jax.nn.relu(1.0 - x), lambda x: jax.nn.relu(1.0 + x),
+        reduction, axis_name, ("real_scores", "fake_scores"),
+        "relativistic_average_hinge_discriminator_loss")
+
+
+def relativistic_average_hinge_generator_loss(
+    fake_scores: ArrayLike,
+    real_scores: ArrayLike,
+    *,
+    reduction: Reduction = "mean",
+    axis_name: str | None = None,
+) -> jax.Array:
+    """The RaHingeGAN generator loss: E_z relu(1 − (C(G(z)) − E C(x))) + E_x relu(1 + (C(x) − E C(G(z)))).
+
+    Args:
+      fake_scores: C's raw outputs on generated data, ``[batch]`` or ``[batch, 1]``.
+      real_scores: C's raw outputs on real data, ``[batch]`` or ``[batch, 1]``.
+      reduction: ``"mean"`` or ``"none"`` (per-example values relative to the
+        other batch's mean; see :func:`relativistic_average_discriminator_loss`).
+      axis_name: the mapped axis to average the other batch's mean over, or
+        ``None``; see :func:`relativistic_average_discriminator_loss`.
+
+    Returns:
+      The loss, a scalar or ``[batch]``.
+
+    References:
+      Jolicoeur-Martineau 2019, §4.2, eq. for RaHingeGAN.
+    """
+    return _relativistic_average(
+        fake_scores, real_scores, lambda x: jax.nn.relu(1.0 - x), lambda x: jax.nn.relu(1.0 + x),
+        reduction, axis_name, ("fake_scores", "real_scores"),
+        "relativistic_average_hinge_generator_loss")
+
+
 class LossFamily(NamedTuple):
     """A GAN game: the discriminator's and the generator's loss, both to be minimised.
 
@@ -379,19 +665,28 @@ class LossFamily(NamedTuple):
     named ones: declare ``on_logits`` if the discriminator's outputs are
     logits of a probability (the step then reports ``d_real`` and ``d_fake``
     as mean probabilities σ(D)), and ``wasserstein`` if E D(x) − E D(G(z))
-    estimates a Wasserstein distance (reported as ``wasserstein``).
+    estimates a Wasserstein distance (reported as ``wasserstein``). A
+    ``relativistic`` family's generator loss needs the discriminator's outputs
+    on the real batch too: the step calls ``g_loss(fake_outputs,
+    real_outputs)``, and, under a mapped data-parallel axis, passes
+    ``axis_name=`` to both losses (the relativistic losses here take it: the
+    batch means E C(x) and E C(G(z)) are then over every device's rows).
 
     Attributes:
       d_loss: ``(real_outputs [batch], fake_outputs [batch]) -> scalar``.
-      g_loss: ``(fake_outputs [batch]) -> scalar``.
+      g_loss: ``(fake_outputs [batch]) -> scalar``, or
+        ``(fake_outputs [batch], real_outputs [batch]) -> scalar`` when
+        ``relativistic``.
       on_logits: the outputs are logits of the probability that x is real.
       wasserstein: the outputs are critic scores of a Wasserstein GAN.
+      relativistic: ``g_loss`` takes the real outputs as its second argument.
     """
 
     d_loss: Callable[[jax.Array, jax.Array], jax.Array]
-    g_loss: Callable[[jax.Array], jax.Array]
+    g_loss: Callable[..., jax.Array]
     on_logits: bool = False
     wasserstein: bool = False
+    relativistic: bool = False
 
 
 LOSS_FAMILIES: dict[str, LossFamily] = {
@@ -407,7 +702,100 @@ LOSS_FAMILIES: dict[str, LossFamily] = {
     ),
     "hinge": LossFamily(hinge_discriminator_loss, hinge_generator_loss),
     "least_squares": LossFamily(least_squares_discriminator_loss, least_squares_generator_loss),
+    # C's raw outputs: σ(C(x)) alone is not a probability that x is real
+    # (σ(C(x) − E C(G(z))) is), so on_logits stays False.
+    "relativistic_average": LossFamily(
+        relativistic_average_discriminator_loss, relativistic_average_generator_loss,
+        relativistic=True,
+    ),
+    "relativistic_average_least_squares": LossFamily(
+        relativistic_average_least_squares_discriminator_loss,
+        relativistic_average_least_squares_generator_loss,
+        relativistic=True,
+    ),
+    "relativistic_average_hinge": LossFamily(
+        relativistic_average_hinge_discriminator_loss,
+        relativistic_average_hinge_generator_loss,
+        relativistic=True,
+    ),
 }
+
+# The discriminator losses with a real label to smooth (keyword real_label).
+_SMOOTHABLE = (minimax_discriminator_loss, least_squares_discriminator_loss)
+
+# Why the other named families have none.
+_NOT_SMOOTHABLE = {
+    "wasserstein": "a Wasserstein critic's scores are not probabilities of being real",
+    "hinge": "the hinge loss has a margin (r >= 1), not a target; moving the margin"
+    " only rescales the scores",
+    "relativistic": "a relativistic discriminator's target is the ordering of real and"
+    " generated outputs, not a label of the real data",
+}
+
+
+def one_sided_label_smoothing(
+    loss: str | LossFamily = "non_saturating", *, real_label: float = 0.9
+) -> LossFamily:
+    """The loss family ``loss`` with its discriminator's real targets set to α = ``real_label``.
+
+    One-sided label smoothing (Salimans et al. 2016, §3.4): the discriminator
+    is trained towards α (e.g. 0.9) on real data and 0 on generated data,
+    which keeps it from growing over-confident (large logits whose gradients
+    the generator cannot use). The optimal discriminator becomes
+    D*(x) = α·p_data(x) / (p_data(x) + p_g(x)). Only the real side is
+    smoothed: smoothing the fake targets to β > 0 would give
+    D* = (α p_data + β p_g) / (p_data + p_g), which does not push the
+    generator away from where p_data is small. The generator's loss is
+    unchanged.
+
+    Families on logits (``"minimax"``, ``"non_saturating"``,
+    ``"maximum_likelihood"``) use ``minimax_discriminator_loss(...,
+    real_label=α)``; ``"least_squares"`` uses
+    ``least_squares_discriminator_loss(..., real_label=α)`` (LSGAN's real
+    target b = α, which gives the same D* in score space). Note that the
+    maximum-likelihood generator's loss assumes exp(f) = p_data/p_g, which
+    holds at the optimal *unsmoothed* discriminator only.
+
+    Args:
+      loss: a family name (above) or one of those :class:`LossFamily` values.
+      real_label: α in (0, 1]; 1 gives the family unchanged in value.
+
+    Returns:
+      The :class:`LossFamily` to pass to ``jgan.steps.make_gan(loss=...)``.
+
+    Raises:
+      ValueError: a family without a real label (``"wasserstein"``,
+        ``"hinge"``, the relativistic ones), an unknown name, or
+        ``real_label`` outside (0, 1].
+      TypeError: ``loss`` is neither a name nor a :class:`LossFamily`.
+
+    References:
+      Salimans, Goodfellow, Zaremba, Cheung, Radford, Chen, "Improved
+      Techniques for Training GANs", NeurIPS 2016, §3.4.
+    """
+    real_label = _check_real_label(real_label)
+    family = loss_family(loss)
+    if not _is_smoothable(family):
+        if family.relativistic:
+            reason = _NOT_SMOOTHABLE["relativistic"]
+        elif family.d_loss is wasserstein_discriminator_loss:
+            reason = _NOT_SMOOTHABLE["wasserstein"]
+        elif family.d_loss is hinge_discriminator_loss:
+            reason = _NOT_SMOOTHABLE["hinge"]
+        else:
+            reason = (
+                "its d_loss is not minimax_discriminator_loss or least_squares_discriminator_loss,"
+                " the losses with a real_label; smoothing a smoothed family is refused too"
+            )
+        supported = sorted(name for name, fam in LOSS_FAMILIES.items() if _is_smoothable(fam))
+        raise ValueError(
+            f"one_sided_label_smoothing cannot smooth loss={loss!r}: {reason}. Supported: {supported}."
+        )
+    return family._replace(d_loss=functools.partial(family.d_loss, real_label=real_label))
+
+
+def _is_smoothable(family: LossFamily) -> bool:
+    return any(family.d_loss is fn for fn in _SMOOTHABLE)
 
 
 def loss_family(loss: str | LossFamily | tuple[Callable, Callable]) -> LossFamily:
@@ -415,8 +803,8 @@ def loss_family(loss: str | LossFamily | tuple[Callable, Callable]) -> LossFamil
 
     Args:
       loss: a family name, a :class:`LossFamily`, or a pair ``(d_loss,
-        g_loss)`` of callables (a family without ``on_logits`` or
-        ``wasserstein``).
+        g_loss)`` of callables (a family without ``on_logits``,
+        ``wasserstein`` or ``relativistic``).
 
     Returns:
       The family.
@@ -429,6 +817,7 @@ def loss_family(loss: str | LossFamily | tuple[Callable, Callable]) -> LossFamil
             raise TypeError(f"loss: a LossFamily needs callable d_loss and g_loss, got {loss!r}.")
         check_bool(loss.on_logits, "LossFamily on_logits")
         check_bool(loss.wasserstein, "LossFamily wasserstein")
+        check_bool(loss.relativistic, "LossFamily relativistic")
         return loss
     if isinstance(loss, str):
         if loss not in LOSS_FAMILIES:

@@ -172,6 +172,17 @@ class Unrolled:
     exactly −V(θ_G, θ_D^K) (eq. 12). The K updates use the discriminator's
     whole loss, its regularisers included.
 
+    For a relativistic family (``family.relativistic``) the generator's loss
+    is ``g_loss(D_K(G(z)), D_K(x))``, and the surrogate keeps the same rule:
+    ``g_loss(D_K(G(z)), D_K(x)) − d_loss(D_K(x), stop_gradient(D_K(G(z))))``.
+    The real outputs D_K(x) are never stop-gradiented: they depend on θ_G
+    only through θ_D^K, which is the point of unrolling (with K = 0 they are
+    constants, and the gradient is the plain generator loss's). Only the
+    generated outputs are held constant in the subtracted term; there they
+    enter both of its terms' batch means (E D_K(G(z)) in the real term,
+    E D_K(x) in the fake term), which thus still carry the dependence on
+    θ_G through θ_D^K via D_K(x).
+
     Attributes:
       steps: K >= 0, static (one program per value).
       first_order: stop gradients through the K updates (an ablation).
@@ -243,19 +254,28 @@ class Unrolled:
           d_loss: ``d_params -> scalar``, the discriminator's loss on this
             batch (a function of θ_G through the generated samples).
           optimizer: the discriminator's optimizer.
-          axis_name: the data-parallel axis, if any.
+          axis_name: the data-parallel axis, if any. A relativistic family's
+            losses receive it (``axis_name=``) so that their batch means are
+            over every device's rows.
 
         Returns:
           ``(surrogate, g_loss)``: the objective to differentiate, and
-          ``family.g_loss`` on D_K(G(z)) to report.
+          ``family.g_loss`` on D_K(G(z)) (and D_K(x) for a relativistic
+          family) to report.
         """
         d_params_k, _ = self.unroll(
             d_params, d_opt_state, loss_fn=d_loss, optimizer=optimizer, axis_name=axis_name
         )
         fake_out = discriminate(d_params_k, fake)
-        g_loss = family.g_loss(fake_out)
         real_out = discriminate(d_params_k, real)
-        return g_loss - family.d_loss(real_out, lax.stop_gradient(fake_out)), g_loss
+        if getattr(family, "relativistic", False):
+            mapped = {} if axis_name is None else {"axis_name": axis_name}
+            g_loss = family.g_loss(fake_out, real_out, **mapped)
+            d_term = family.d_loss(real_out, lax.stop_gradient(fake_out), **mapped)
+        else:
+            g_loss = family.g_loss(fake_out)
+            d_term = family.d_loss(real_out, lax.stop_gradient(fake_out))
+        return g_loss - d_term, g_loss
 
 
 def _check_remat(remat: Any) -> None:
