@@ -390,3 +390,140 @@ def test_check_images_unit_range_check_spares_legit_and_ambiguous_batches():
     data.check_images(unit, allow_nonnegative=True)
     with pytest.raises(TypeError, match="allow_nonnegative must be a bool"):
         data.check_images(unit, allow_nonnegative="yes")
+
+
+# ----------------------------------------------------------------- LSUN (mocked, offline)
+
+
+def _lsun_as_dataset(tfds, images_by_split):
+    """A ``mock_data`` reader of LSUN-like examples (``"id"``, ``"image"``) that honours the split.
+
+    ``images_by_split`` maps a split name to its list of uint8 ``[h, w, 3]``
+    images, served in order (sliced by tfds' own split arithmetic).
+    """
+    import tensorflow as tf
+
+    infos = tfds.core.SplitDict(
+        [tfds.core.SplitInfo(name=name, shard_lengths=[len(images)], num_bytes=0)
+         for name, images in images_by_split.items()])
+
+    def as_dataset(self, split, decoders=None, read_config=None, shuffle_files=False):
+        del self, decoders, read_config, shuffle_files
+        examples = []
+        for inst in tfds.core.ReadInstruction.from_spec(split).to_absolute(infos):
+            images = images_by_split[inst.splitname]
+            for i in range(inst.from_ or 0, len(images) if inst.to is None else inst.to):
+                examples.append({"id": f"{inst.splitname}-{i}", "image": images[i]})
+        return tf.data.Dataset.from_generator(
+            lambda: iter(examples),
+            output_signature={"id": tf.TensorSpec((), tf.string),
+                              "image": tf.TensorSpec((None, None, 3), tf.uint8)})
+
+    return as_dataset
+
+
+def _smooth_photo(height, width):
+    """A smooth uint8 picture whose content changes by several grey levels a pixel (a shifted crop shows)."""
+    y, x = np.mgrid[0:height, 0:width] / np.array([height, width])[:, None, None]
+    image = np.stack([127 + 120 * np.sin(2 * np.pi * (1.3 * x + 0.7 * y)),
+                      127 + 120 * np.cos(2 * np.pi * (0.5 * x - 1.1 * y)),
+                      255 * x * y], axis=-1)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+def _resize_shorter_side_and_crop_centre(image, size):
+    """The reference: PIL's bilinear resize of the shorter side to ``size``, then numpy's centre square."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    scale = size / min(height, width)
+    new_height, new_width = max(size, round(height * scale)), max(size, round(width * scale))
+    resized = np.asarray(Image.fromarray(image).resize((new_width, new_height), Image.BILINEAR))
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return resized.astype(np.float32), (top, left)
+
+
+def test_lsun_images_are_centre_crops_of_the_shorter_side_resized_to_64(tfds):
+    rng = np.random.default_rng(0)
+    # Two whose shorter side is already 64 (resizing is the identity: the crop must be exact),
+    # two downscaled (portrait and landscape) and one upscaled, as tfds' mock images are.
+    photos = [rng.integers(0, 256, (64, 101, 3), dtype=np.uint8),
+              rng.integers(0, 256, (90, 64, 3), dtype=np.uint8),
+              _smooth_photo(128, 200), _smooth_photo(150, 96), _smooth_photo(40, 50)]
+    as_dataset = _lsun_as_dataset(tfds, {"train": photos, "validation": photos[:1]})
+    with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+        batches = list(data.image_dataset("lsun/church_outdoor", split="train", batch_size=1, seed=0,
+                                          image_size=64, shuffle=False, repeat=False))
+    assert data.image_dataset_spec("lsun/church_outdoor", image_size=64) == data.ImageDatasetSpec(
+        "lsun/church_outdoor", (64, 64, 3), None, ("x",), False)
+    assert len(batches) == len(photos)
+    for photo, batch in zip(photos, batches):
+        assert set(batch) == {"x"}  # no labels
+        assert batch["x"].shape == (1, 64, 64, 3) and batch["x"].dtype == np.float32
+        assert -1.0 <= batch["x"].min() and batch["x"].max() <= 1.0
+        got = (batch["x"][0] + 1.0) * 127.5
+        resized, (top, left) = _resize_shorter_side_and_crop_centre(photo, 64)
+        centre = resized[top:top + 64, left:left + 64]
+        if min(photo.shape[:2]) == 64:  # no resampling: exactly the centre of the photo
+            np.testing.assert_allclose(got, centre, atol=1e-3)
+        else:  # PIL rounds to uint8: within one grey level
+            np.testing.assert_allclose(got, centre, atol=1.01)
+        # The test can tell a shifted crop: one pixel off the centre is far off.
+        shifted = resized[top + (top > 0):top + (top > 0) + 64, left + (left > 0):left + (left > 0) + 64]
+        assert np.abs(got - shifted).max() > 5
+
+
+def test_lsun_splits_across_processes_deterministic_for_a_seed(tfds):
+    # Constant photos of varying sizes: every pixel of example i holds 5 + 10 i (kept by resizing).
+    photos = [np.full((64 + 7 * i, 80 + 13 * (i % 3), 3), 5 + 10 * i, np.uint8) for i in range(12)]
+    as_dataset = _lsun_as_dataset(tfds, {"train": photos})
+
+    def indices(process_index, seed=0, **kw):
+        with tfds.testing.mock_data(as_dataset_fn=as_dataset):
+            batches = list(data.tfds_images("lsun/church_outdoor", split="train", batch_size=4, seed=seed,
+                                            process_index=process_index, process_count=2, repeat=False,
+                                            drop_remainder=False, **kw))
+        for b in batches:
+            assert set(b) == {"x"} and b["x"].shape[1:] == (64, 64, 3) and b["x"].shape[0] <= 2
+            np.testing.assert_allclose(b["x"], np.broadcast_to(b["x"][:, :1, :1, :1], b["x"].shape), atol=1e-5)
+        values = np.concatenate([b["x"][:, 0, 0, 0] for b in batches])
+        return np.rint(((values + 1.0) * 127.5 - 5) / 10).astype(int).tolist()
+
+    shards = [indices(p) for p in range(2)]
+    for p in range(2):  # each process reads its even split, each example once
+        assert sorted(shards[p]) == list(range(6 * p, 6 * p + 6))
+    assert shards[0] != list(range(6))  # shuffled
+    assert indices(0) == shards[0]  # deterministic for a seed
+    assert indices(0, seed=1) != shards[0]
+    assert indices(1, shuffle=False) == list(range(6, 12))
+
+
+def test_lsun_default_size_and_tfds_random_mock_images(tfds):
+    # tfds' own mock LSUN: random images of random sizes, ids, no labels; both splits.
+    assert data.image_dataset_spec("lsun/church_outdoor").image_shape == (64, 64, 3)
+    with tfds.testing.mock_data(num_examples=6):
+        default = next(data.tfds_images("lsun/church_outdoor", split="validation", batch_size=4, seed=0))
+        small = _take(data.image_dataset("lsun/church_outdoor", split="train", batch_size=4, seed=0,
+                                         image_size=32, devices=2), 3)  # crosses an epoch
+    assert set(default) == {"x"} and default["x"].shape == (4, 64, 64, 3)
+    for batch in small:
+        assert set(batch) == {"x"} and batch["x"].shape == (2, 2, 32, 32, 3) and batch["x"].dtype == np.float32
+        assert -1.0 <= batch["x"].min() and batch["x"].max() <= 1.0 and batch["x"].std() > 0.1
+
+
+def test_lsun_without_tfds_or_tensorflow_io_names_what_to_install(tfds, monkeypatch):
+    with monkeypatch.context() as patch:
+        patch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+        with pytest.raises(ImportError, match=r"pip install 'jgan\[data\]'"):
+            data.image_dataset("lsun/church_outdoor", split="train", batch_size=4, seed=0)
+
+    def unpreparable(self, split, decoders=None, read_config=None, shuffle_files=False):
+        # What tfds' LSUN builder raises when tensorflow-io cannot read the LMDB files.
+        raise ImportError("Failed importing tensorflow_io. This likely means that the dataset requires "
+                          "additional dependencies that have to be manually installed")
+
+    with tfds.testing.mock_data(as_dataset_fn=unpreparable):
+        with pytest.raises(ImportError, match=r"needs tensorflow-io.*tfds build lsun/church_outdoor"):
+            data.tfds_images("lsun/church_outdoor", split="train", batch_size=4, seed=0)
+    with pytest.raises(ValueError, match="supports.*lsun/church_outdoor"):
+        data.tfds_images("lsun/bedroom", split="train", batch_size=4, seed=0)

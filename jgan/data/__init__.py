@@ -17,9 +17,9 @@ Image input pipelines yield numpy batches such as ``{"x": images, "label":
 labels}`` with a global ``batch_size`` split evenly across processes (and,
 with ``devices=``, reshaped for ``jax.pmap``): ``array_batches`` over
 in-memory arrays, ``tfds_images`` / ``tfds_unpaired_images`` over
-TensorFlow Datasets (MNIST, Fashion-MNIST, CIFAR-10, CycleGAN; TensorFlow is
-imported only when they are called), and ``image_dataset`` serving all of them
-by name (``"digits"`` offline). ``shard_for_devices`` and ``prefetch`` help a
+TensorFlow Datasets (MNIST, Fashion-MNIST, CIFAR-10, LSUN church-outdoor with
+images only, CycleGAN; TensorFlow is imported only when they are called), and
+``image_dataset`` serving all of them by name (``"digits"`` offline). ``shard_for_devices`` and ``prefetch`` help a
 training loop.
 """
 

@@ -2,7 +2,8 @@
 
 ``image_dataset(name, ...)`` serves ``"digits"`` (offline, through
 ``array_batches``), the labelled tfds sets (``"mnist"``, ``"fashion_mnist"``,
-``"cifar10"``, through ``tfds_images``) and the unpaired CycleGAN sets
+``"cifar10"``) and the unlabelled LSUN church-outdoor scenes
+(``"lsun/church_outdoor"``, ``"x"`` only), through ``tfds_images``, and the unpaired CycleGAN sets
 (``"cycle_gan/horse2zebra"``, ..., through ``tfds_unpaired_images``) with one
 signature, so a program can take ``--dataset digits|mnist|fashion_mnist|cifar10``
 and still run with no network on ``digits``. ``image_dataset_spec`` tells the
@@ -21,12 +22,14 @@ from jgan.data._digits import digits
 from jgan.data._pipeline import array_batches
 from jgan.data._tfds import CYCLE_GAN_IMAGE_SIZE
 from jgan.data._tfds import LABELLED_DATASETS
+from jgan.data._tfds import UNLABELLED_DATASETS
+from jgan.data._tfds import UNLABELLED_IMAGE_SIZE
 from jgan.data._tfds import UNPAIRED_DATASETS
 from jgan.data._tfds import tfds_images
 from jgan.data._tfds import tfds_unpaired_images
 
 _DIGITS_IMAGE_SIZE = 32  # the default of ``digits``
-IMAGE_DATASETS = ("digits",) + tuple(LABELLED_DATASETS) + UNPAIRED_DATASETS
+IMAGE_DATASETS = ("digits",) + tuple(LABELLED_DATASETS) + tuple(UNLABELLED_DATASETS) + UNPAIRED_DATASETS
 
 
 class ImageDatasetSpec(NamedTuple):
@@ -35,9 +38,10 @@ class ImageDatasetSpec(NamedTuple):
     Attributes:
       name: the dataset's name.
       image_shape: ``(height, width, channels)`` of the yielded images.
-      num_classes: the number of labels, ``None`` for unpaired datasets.
-      keys: the keys of every batch: ``("x", "label")``, or ``("a", "b")``
-        for unpaired datasets.
+      num_classes: the number of labels, ``None`` for unlabelled and
+        unpaired datasets.
+      keys: the keys of every batch: ``("x", "label")``, ``("x",)`` for
+        unlabelled datasets (LSUN), or ``("a", "b")`` for unpaired datasets.
       offline: whether the data ships with jgan's dependencies (no tfds).
     """
 
@@ -78,6 +82,9 @@ def image_dataset_spec(name: str, *, image_size: int | None = None) -> ImageData
         height, width, channels, classes = LABELLED_DATASETS[name]
         shape = (image_size, image_size, channels) if image_size else (height, width, channels)
         return ImageDatasetSpec(name, shape, classes, ("x", "label"), False)
+    if name in UNLABELLED_DATASETS:
+        side = image_size or UNLABELLED_IMAGE_SIZE
+        return ImageDatasetSpec(name, (side, side, UNLABELLED_DATASETS[name]), None, ("x",), False)
     side = image_size or CYCLE_GAN_IMAGE_SIZE
     return ImageDatasetSpec(name, (side, side, 3), None, ("a", "b"), False)
 
@@ -110,14 +117,17 @@ def image_dataset(
 
     Args:
       name: one of ``IMAGE_DATASETS``: ``"digits"``, ``"mnist"``,
-        ``"fashion_mnist"``, ``"cifar10"`` or ``"cycle_gan/<config>"``.
+        ``"fashion_mnist"``, ``"cifar10"``, ``"lsun/church_outdoor"`` or
+        ``"cycle_gan/<config>"``.
       split: ``"train"`` or ``"test"`` (``"all"`` too for digits; any tfds
-        split such as ``"train[:90%]"`` for the tfds sets).
+        split such as ``"train[:90%]"`` for the tfds sets; LSUN has
+        ``"train"`` and ``"validation"``).
       batch_size: the global batch size.
       seed: an int ``>= 0`` fixing the order of the examples (and the crops).
       image_size: the side of the square images; ``None`` is the dataset's
         own size (32 for digits, 28 for (Fashion-)MNIST, 32 for CIFAR-10,
-        256 for CycleGAN).
+        64 for LSUN, whose images are resized on the shorter side and
+        centre-cropped, 256 for CycleGAN).
       shuffle: shuffle the examples, anew every epoch.
       repeat: repeat forever.
       drop_remainder: yield full batches only.
@@ -131,7 +141,7 @@ def image_dataset(
     Returns:
       An iterator of numpy dicts with the keys of ``image_dataset_spec(name).keys``:
       float32 images ``[b, h, w, c]`` in ``[-1, 1]`` and int32 labels ``[b]``
-      with ``b = batch_size / process_count`` (``[devices, b / devices, ...]``
+      (none for LSUN) with ``b = batch_size / process_count`` (``[devices, b / devices, ...]``
       with ``devices``).
 
     Raises:
@@ -155,7 +165,7 @@ def image_dataset(
     if name == "digits":
         size = _DIGITS_IMAGE_SIZE if image_size is None else image_size
         return array_batches(digits(split=split, image_size=size), **common)
-    if name in LABELLED_DATASETS:
+    if name in LABELLED_DATASETS or name in UNLABELLED_DATASETS:
         return tfds_images(name, split=split, image_size=image_size, data_dir=data_dir,
                            download=download, **common)
     size = CYCLE_GAN_IMAGE_SIZE if image_size is None else image_size

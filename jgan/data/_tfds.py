@@ -1,11 +1,20 @@
-"""Image pipelines over TensorFlow Datasets (tfds): MNIST, Fashion-MNIST, CIFAR-10, CycleGAN.
+"""Image pipelines over TensorFlow Datasets (tfds): MNIST, Fashion-MNIST, CIFAR-10, LSUN, CycleGAN.
 
 ``tfds_images`` serves the labelled sets (``"mnist"``, ``"fashion_mnist"``,
-``"cifar10"``) as ``{"x": images, "label": labels}`` batches and
-``tfds_unpaired_images`` the unpaired CycleGAN sets (``"cycle_gan/horse2zebra"``
-and the other configs of tfds' ``cycle_gan`` builder) as
-``{"a": images_A, "b": images_B}`` batches. Both yield numpy arrays: float32
-NHWC images in ``[-1, 1]`` (``x / 127.5 - 1``), int32 labels.
+``"cifar10"``) as ``{"x": images, "label": labels}`` batches and the unlabelled
+LSUN church-outdoor scenes (``"lsun/church_outdoor"``) as ``{"x": images}``
+batches; ``tfds_unpaired_images`` the unpaired CycleGAN sets
+(``"cycle_gan/horse2zebra"`` and the other configs of tfds' ``cycle_gan``
+builder) as ``{"a": images_A, "b": images_B}`` batches. All yield numpy
+arrays: float32 NHWC images in ``[-1, 1]`` (``x / 127.5 - 1``), int32 labels.
+
+LSUN's photographs vary in size (about 256 pixels on the shorter side): each
+is resized so that its shorter side is ``image_size`` (antialiased bilinear)
+and its centre ``image_size x image_size`` square is kept, as the DCGAN
+reference code's LSUN loader does (the paper itself only states the scaling
+to ``[-1, 1]``). This is done before the shuffle buffer, so the buffer holds
+small float32 crops (``shuffle_buffer * image_size**2 * 12`` bytes: 490 MB
+for the default buffer at 64) rather than decoded photographs.
 
 The pipeline is a ``tf.data`` graph: ``tfds.load`` (files shuffled with a seed)
 -> ``shuffle`` (a buffer, reshuffled every epoch, seeded) -> ``repeat`` ->
@@ -26,6 +35,15 @@ default) lets ``tfds.load`` download and prepare a dataset that is not yet in
 functions; ``download=False`` only reads prepared data and fails if it is
 missing. Offline, use ``digits`` (``image_dataset("digits", ...)``).
 
+LSUN church-outdoor is large: tfds downloads 2.4 GB (126,227 training images,
+300 validation images) and converts it once into ``data_dir``. tfds' LSUN
+builder reads LSUN's LMDB files with ``tensorflow-io``, whose last release
+(0.37.1) is built against TensorFlow 2.16 and does not load in later
+TensorFlows: prepare the dataset once in an environment with TensorFlow 2.16
+and tensorflow-io 0.37.1 (``tfds build lsun/church_outdoor``) and point
+``data_dir`` (or ``TFDS_DATA_DIR``) at the result; reading prepared data
+needs no tensorflow-io.
+
 TensorFlow and tfds are imported only when a pipeline is built (``import
 jgan.data`` stays light), and TensorFlow is kept off the GPUs
 (``tf.config.set_visible_devices([], "GPU")``) so that it never takes
@@ -37,7 +55,11 @@ References:
   Multiple Layers of Features from Tiny Images", 2009 (CIFAR-10); Zhu et al.,
   "Unpaired Image-to-Image Translation using Cycle-Consistent Adversarial
   Networks", ICCV 2017, sec. 4 and appendix 7.1 (CycleGAN's sets; resize to
-  286, random 256 crop, random horizontal flip).
+  286, random 256 crop, random horizontal flip); Yu et al., "LSUN:
+  Construction of a Large-scale Image Dataset using Deep Learning with Humans
+  in the Loop", 2015; Radford, Metz & Chintala, "Unsupervised Representation
+  Learning with Deep Convolutional Generative Adversarial Networks", ICLR
+  2016, sec. 4.1 (LSUN bedrooms and churches at 64x64).
 """
 
 from collections.abc import Iterator
@@ -56,6 +78,12 @@ LABELLED_DATASETS = {
     "fashion_mnist": (28, 28, 1, 10),
     "cifar10": (32, 32, 3, 10),
 }
+# name -> channels of the unlabelled sets whose images vary in size (served
+# resized on the shorter side and centre-cropped, "x" only).
+UNLABELLED_DATASETS = {
+    "lsun/church_outdoor": 3,
+}
+UNLABELLED_IMAGE_SIZE = 64  # the default side of the unlabelled sets (the DCGAN paper's)
 # The configs of tfds' ``cycle_gan`` builder (tensorflow-datasets 4.9).
 CYCLE_GAN_CONFIGS = (
     "apple2orange",
@@ -102,12 +130,12 @@ def _check_image_size(image_size: Any, what: str = "image_size") -> int | None:
     return _validate.check_int(image_size, what, minimum=1)
 
 
-def _check_labelled_name(name: Any) -> str:
-    if name not in LABELLED_DATASETS:
+def _check_single_name(name: Any) -> str:
+    if name not in LABELLED_DATASETS and name not in UNLABELLED_DATASETS:
         hint = " (unpaired: use tfds_unpaired_images)" if name in UNPAIRED_DATASETS else ""
         raise ValueError(
             f"unsupported tfds dataset {name!r}{hint}; tfds_images supports "
-            f"{sorted(LABELLED_DATASETS)}."
+            f"{sorted(LABELLED_DATASETS) + sorted(UNLABELLED_DATASETS)}."
         )
     return name
 
@@ -134,14 +162,25 @@ def _check_flags(**flags: Any) -> tuple[bool, ...]:
 
 
 def _load(tfds, name, split, *, shuffle, seed, data_dir, download):
-    return tfds.load(
-        name,
-        split=split,
-        data_dir=data_dir,
-        download=download,
-        shuffle_files=shuffle,
-        read_config=tfds.ReadConfig(shuffle_seed=seed),
-    )
+    try:
+        return tfds.load(
+            name,
+            split=split,
+            data_dir=data_dir,
+            download=download,
+            shuffle_files=shuffle,
+            read_config=tfds.ReadConfig(shuffle_seed=seed),
+        )
+    except (ImportError, NotImplementedError) as error:
+        # tfds' LSUN builder reads the downloaded LMDB files with tensorflow-io.
+        if "tensorflow_io" not in str(error):
+            raise
+        raise ImportError(
+            f"preparing {name!r} needs tensorflow-io, which is missing or does not load in this "
+            f"TensorFlow ({error}). Prepare it once where TensorFlow 2.16 and tensorflow-io 0.37.1 "
+            f"are installed (tfds build {name} --data_dir DIR; the download is kept in DIR) and "
+            f"read it here with data_dir=DIR (or TFDS_DATA_DIR=DIR)."
+        ) from error
 
 
 def _rescale(tf, image):
@@ -152,6 +191,24 @@ def _rescale(tf, image):
 def _resize(tf, image, size: int):
     # Antialiased bilinear resizing is a convex combination: no overshoot.
     return tf.image.resize(image, (size, size), method="bilinear", antialias=True)
+
+
+def _resize_and_center_crop(tf, image, size: int):
+    """Resizes ``image [h, w, c]`` so that its shorter side is ``size``, then keeps the centre ``size x size``.
+
+    The longer side becomes ``round(longer * size / shorter)``; the crop
+    starts at ``(new_height - size) // 2``, ``(new_width - size) // 2``.
+    Returns float32 ``[size, size, c]``.
+    """
+    shape = tf.shape(image)
+    height, width = shape[0], shape[1]
+    shorter = tf.minimum(height, width)
+    scale = size / tf.cast(shorter, tf.float64)
+    new_height = tf.maximum(size, tf.cast(tf.round(tf.cast(height, tf.float64) * scale), tf.int32))
+    new_width = tf.maximum(size, tf.cast(tf.round(tf.cast(width, tf.float64) * scale), tf.int32))
+    resized = tf.image.resize(image, tf.stack([new_height, new_width]), method="bilinear", antialias=True)
+    top, left = (new_height - size) // 2, (new_width - size) // 2
+    return tf.image.crop_to_bounding_box(resized, top, left, size, size)
 
 
 def _numpy_batches(tfds, ds, devices: int | None) -> Iterator[dict[str, np.ndarray]]:
@@ -176,17 +233,23 @@ def tfds_images(
     data_dir: str | None = None,
     download: bool = True,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Iterates over batches of a labelled tfds image dataset.
+    """Iterates over batches of a tfds image dataset: labelled sets and LSUN church-outdoor.
 
     Args:
-      name: ``"mnist"``, ``"fashion_mnist"`` or ``"cifar10"``.
-      split: a tfds split, e.g. ``"train"``, ``"test"`` or ``"train[:90%]"``.
+      name: ``"mnist"``, ``"fashion_mnist"``, ``"cifar10"`` (labelled) or
+        ``"lsun/church_outdoor"`` (unlabelled, images of varying size; see
+        ``UNLABELLED_DATASETS``).
+      split: a tfds split, e.g. ``"train"``, ``"test"`` or ``"train[:90%]"``
+        (LSUN has ``"train"`` and ``"validation"``).
       batch_size: the global batch size, divisible by ``process_count`` (and
         the per-process batch by ``devices``).
       seed: an int ``>= 0`` fixing the file order and the shuffle buffer.
-      image_size: resize to ``image_size x image_size`` (antialiased
-        bilinear); ``None`` keeps the native size (28 for MNIST and
-        Fashion-MNIST, 32 for CIFAR-10).
+      image_size: the labelled sets are resized to ``image_size x
+        image_size`` (antialiased bilinear); ``None`` keeps the native size
+        (28 for MNIST and Fashion-MNIST, 32 for CIFAR-10). LSUN's images are
+        resized so that their shorter side is ``image_size`` and
+        centre-cropped to ``image_size x image_size``; ``None`` is 64
+        (``UNLABELLED_IMAGE_SIZE``).
       shuffle: shuffle the files and the examples (reshuffled every epoch).
       repeat: repeat the data forever.
       drop_remainder: drop a last batch smaller than ``batch_size / process_count``.
@@ -201,8 +264,9 @@ def tfds_images(
 
     Returns:
       An iterator of dicts: ``"x"``, float32 ``[b, height, width, channels]``
-      in ``[-1, 1]``, and ``"label"``, int32 ``[b]``, with
-      ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
+      in ``[-1, 1]``, and for the labelled sets ``"label"``, int32 ``[b]``,
+      with ``b = batch_size / process_count`` (or ``[devices, b / devices, ...]``).
+      LSUN's batches have ``"x"`` only.
 
     Raises:
       ValueError: for an unsupported ``name`` (the message lists the
@@ -212,13 +276,23 @@ def tfds_images(
         ``shuffle_buffer``, ``process_index``, ``process_count`` or
         ``devices`` is not an int, or ``shuffle``, ``repeat``,
         ``drop_remainder`` or ``download`` is not a bool.
-      ImportError: when tensorflow-datasets is not installed.
+      ImportError: when tensorflow-datasets is not installed (``pip install
+        'jgan[data]'``), or when LSUN must be prepared and tensorflow-io
+        cannot read its LMDB files (see the module's docstring).
+
+    References:
+      Radford, Metz & Chintala, "Unsupervised Representation Learning with
+      Deep Convolutional Generative Adversarial Networks", ICLR 2016, sec. 4.1
+      (LSUN at 64x64).
     """
-    name = _check_labelled_name(name)
+    name = _check_single_name(name)
+    labelled = name in LABELLED_DATASETS
     shuffle, repeat, drop_remainder, download = _check_flags(
         shuffle=shuffle, repeat=repeat, drop_remainder=drop_remainder, download=download
     )
     image_size = _check_image_size(image_size)
+    if not labelled and image_size is None:
+        image_size = UNLABELLED_IMAGE_SIZE
     seed = _validate.check_int(seed, "seed", minimum=0)
     shuffle_buffer = _validate.check_int(shuffle_buffer, "shuffle_buffer", minimum=1)
     index, count = resolve_process(process_index, process_count)
@@ -227,6 +301,10 @@ def tfds_images(
 
     ds = _load(tfds, name, _process_split(tfds, split, index, count), shuffle=shuffle,
                seed=_derive_seed(seed, 0), data_dir=data_dir, download=download)
+    if not labelled:
+        # Crop before the shuffle buffer: it then holds small crops, not photographs.
+        ds = ds.map(lambda example: {"image": _resize_and_center_crop(tf, example["image"], image_size)},
+                    num_parallel_calls=tf.data.AUTOTUNE)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=_derive_seed(seed, 1), reshuffle_each_iteration=True)
     if repeat:
@@ -234,6 +312,8 @@ def tfds_images(
 
     def preprocess(example):
         image = example["image"]
+        if not labelled:
+            return {"x": _rescale(tf, image)}
         if image_size is not None:
             image = _resize(tf, image, image_size)
         return {"x": _rescale(tf, image), "label": tf.cast(example["label"], tf.int32)}
