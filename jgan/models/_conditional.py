@@ -54,9 +54,14 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jgan import _validate
-from jgan.models._dcgan import _KERNEL_INIT, _LEAKY_SLOPE, DCGANGenerator, _batch_norm, _spectrally_normalized
-
-_SN_EPSILON = 1e-12  # nn.SpectralNorm's default
+from jgan.models._dcgan import (
+    _KERNEL_INIT,
+    _LEAKY_SLOPE,
+    DCGANGenerator,
+    _batch_norm,
+    _spectrally_normalize,
+    _spectrally_normalized,
+)
 
 
 def check_labels(labels: ArrayLike, num_classes: int, *, batch: int | None = None) -> jax.Array:
@@ -106,42 +111,6 @@ def _embed(table: jax.Array, labels: jax.Array) -> jax.Array:
     n = table.shape[0]
     index = jnp.where((labels >= 0) & (labels < n), labels, n)
     return jnp.take(table, index, axis=0, mode="fill", fill_value=jnp.nan)
-
-
-def _l2_normalize(x: jax.Array) -> jax.Array:
-    return x * jax.lax.rsqrt(jnp.sum(x * x) + _SN_EPSILON)
-
-
-def _spectrally_normalized_param(module: nn.Module, name: str, value: jax.Array, *, update_stats: bool) -> jax.Array:
-    """``value / sigma`` for a parameter matrix that ``module`` holds itself.
-
-    The same computation as flax's ``nn.SpectralNorm`` (which wraps a layer,
-    not a bare parameter): one power iteration from ``u``, kept as
-    ``"batch_stats"/"{name}/u"`` ``[1, columns]`` beside the estimate
-    ``"{name}/sigma"``, both stored only when ``update_stats``; ``u`` and
-    ``v`` carry no gradient (Miyato et al., Algorithm 1).
-
-    Args:
-      module: the module in whose compact method this is called.
-      name: the parameter's name.
-      value: the parameter ``[rows, columns]``.
-      update_stats: store the new ``u`` and ``sigma``.
-
-    Returns:
-      ``value`` divided by its estimated largest singular value.
-    """
-    u_name, sigma_name = f"{name}/u", f"{name}/sigma"
-    u_key = None if module.has_variable("batch_stats", u_name) else module.make_rng("params")
-    u_var = module.variable("batch_stats", u_name, jax.random.normal, u_key, (1, value.shape[-1]), jnp.float32)
-    sigma_var = module.variable("batch_stats", sigma_name, jnp.ones, (), jnp.float32)
-    v = _l2_normalize(u_var.value @ value.T)
-    u = _l2_normalize(v @ value)
-    u, v = jax.lax.stop_gradient(u), jax.lax.stop_gradient(v)
-    sigma = (v @ value @ u.T)[0, 0]
-    if update_stats:
-        u_var.value = u
-        sigma_var.value = sigma
-    return value / jnp.where(sigma != 0, sigma, 1)
 
 
 class ConditionalDCGANGenerator(nn.Module):
@@ -266,6 +235,6 @@ class ProjectionDiscriminator(nn.Module):
         psi = sn(nn.Dense(1, kernel_init=_KERNEL_INIT, name="psi"))(phi)[:, 0]
         table = self.param("class_embedding", _KERNEL_INIT, (self.num_classes, width))
         if self.spectral_norm:
-            table = _spectrally_normalized_param(self, "class_embedding", table, update_stats=train)
+            table = _spectrally_normalize(self, "class_embedding", table, update_stats=train)
         projection = jnp.sum(_embed(table, labels).astype(phi.dtype) * phi, axis=-1)
         return psi + projection

@@ -32,7 +32,8 @@ Spectral normalisation (``DCGANDiscriminator(spectral_norm=True)``, also on
 :class:`~jgan.models.PatchGANDiscriminator`) divides every convolution and
 dense kernel by an estimate of its largest singular value, a kernel
 ``[kh, kw, in, out]`` taken as the matrix ``[kh·kw·in, out]`` (Miyato et al.,
-sec. 2.1 and appendix A; flax's ``nn.SpectralNorm``). The estimate comes from
+sec. 2.1 and appendix A; :class:`SpectralNorm`, flax's ``nn.SpectralNorm``
+except at init). The estimate comes from
 one power iteration per call, started from a vector ``u`` kept in the model
 state (``model_state["batch_stats"]``, beside ``sigma``, the estimate of the
 last training-mode call); ``train=True`` stores the new ``u`` and ``sigma``,
@@ -66,6 +67,7 @@ from jgan.models._upsample import ConvTranspose
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
 _LEAKY_SLOPE = 0.2
+_SN_EPSILON = 1e-12  # flax's nn.SpectralNorm default
 # Spatial size of the projected latent feature map, and how many times the
 # generator doubles it, for each supported image size.
 _GENERATOR_PLANS = {64: (4, 4), 32: (4, 3), 28: (7, 2)}
@@ -86,17 +88,100 @@ def _batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn.Batch
     )
 
 
-def _spectrally_normalized(layer: nn.Module, spectral_norm: bool, train: bool) -> Callable[..., jax.Array]:
-    """``layer``, or ``layer`` with its kernel divided by its spectral norm.
+def _l2_normalize(x: jax.Array) -> jax.Array:
+    return x * jax.lax.rsqrt(jnp.sum(x * x) + _SN_EPSILON)
 
-    With ``spectral_norm=True`` the layer is wrapped in flax's
-    ``nn.SpectralNorm`` (one power iteration per call; ``u`` and ``sigma`` in
-    the ``"batch_stats"`` collection, updated only when ``train``). The
-    layer's parameters keep their names: ``nn.SpectralNorm`` only maps them.
+
+def _spectrally_normalize(module: nn.Module, name: str, value: jax.Array, *, update_stats: bool) -> jax.Array:
+    """``value`` divided by an estimate of its largest singular value.
+
+    ``value`` is taken as the matrix ``[prod(shape[:-1]), shape[-1]]`` (a
+    convolution kernel ``[kh, kw, in, out]`` as ``[kh·kw·in, out]``). One
+    power iteration starts from ``u`` ``[1, shape[-1]]``, the variable
+    ``"batch_stats"/"{name}/u"`` of ``module`` (drawn from N(0, 1) with the
+    ``"params"`` key when first created), and gives
+    ``sigma = v W uᵀ``; ``u`` and ``v`` carry no gradient. With
+    ``update_stats`` the new ``u`` and ``sigma`` are stored (``"{name}/sigma"``).
 
     Args:
-      layer: an unbound ``nn.Conv`` or ``nn.Dense`` created in the caller's
-        compact method (so it is named in the caller's scope).
+      module: the module in whose compact method this runs (it owns ``u``).
+      name: the weight's name, e.g. ``"Conv_0/kernel"``.
+      value: the weight, two or more axes.
+      update_stats: store the new ``u`` and ``sigma``.
+
+    Returns:
+      ``value / sigma``, of ``value``'s shape.
+
+    References:
+      Miyato et al. 2018, Algorithm 1 and appendix A.
+    """
+    shape = value.shape
+    w = jnp.reshape(value, (-1, shape[-1]))
+    u_name, sigma_name = f"{name}/u", f"{name}/sigma"
+    u_key = None if module.has_variable("batch_stats", u_name) else module.make_rng("params")
+    u_var = module.variable("batch_stats", u_name, jax.random.normal, u_key, (1, shape[-1]), jnp.float32)
+    sigma_var = module.variable("batch_stats", sigma_name, jnp.ones, (), jnp.float32)
+    v = jax.lax.stop_gradient(_l2_normalize(u_var.value @ w.T))
+    u = jax.lax.stop_gradient(_l2_normalize(v @ w))
+    sigma = (v @ w @ u.T)[0, 0]
+    if update_stats:
+        u_var.value = u
+        sigma_var.value = sigma
+    return jnp.reshape(w / jnp.where(sigma != 0, sigma, 1), shape)
+
+
+class SpectralNorm(nn.Module):
+    """A layer whose weights (every parameter with two or more axes) are spectrally normalised.
+
+    The computation and the state layout of flax's ``nn.SpectralNorm``
+    (``"batch_stats"/"SpectralNorm_i"/"<layer>/kernel/u"`` and ``.../sigma``),
+    with one difference: ``init`` stores the layer's initial weights, whereas
+    ``nn.SpectralNorm`` stores them divided by a first estimate of ``sigma``
+    (measured: a DCGAN kernel drawn with std 0.02 came back with std 0.21).
+    So the parameters are those of the layer without normalisation, as in the
+    paper's reparameterisation ``W / sigma(W)`` of a trainable ``W``.
+
+    Attributes:
+      layer: the wrapped layer (``nn.Conv``, ``nn.Dense``), created in the
+        caller's compact method so its parameters keep their place.
+    """
+
+    layer: nn.Module
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, update_stats: bool) -> jax.Array:
+        """The layer's output with normalised weights; ``update_stats`` stores ``u`` and ``sigma``."""
+        initial = []
+
+        def normalize(variables):
+            initial.append(variables)
+
+            def one(path, value):
+                if jnp.ndim(value) < 2:
+                    return value
+                name = "/".join([self.layer.name, *(str(getattr(k, "key", k)) for k in path[1:])])
+                return _spectrally_normalize(self, name, value, update_stats=update_stats)
+
+            return jax.tree_util.tree_map_with_path(one, variables)
+
+        initializing = self.is_initializing()
+        return nn.map_variables(
+            lambda layer, h: layer(h),
+            "params",
+            trans_in_fn=normalize,
+            # At init flax writes the mapped (normalised) weights back: keep the initial ones.
+            trans_out_fn=lambda variables: initial[-1] if initial else variables,
+            init=initializing,
+            mutable=initializing,
+        )(self.layer, x)
+
+
+def _spectrally_normalized(layer: nn.Module, spectral_norm: bool, train: bool) -> Callable[..., jax.Array]:
+    """``layer``, or ``layer`` under :class:`SpectralNorm` (storing ``u`` and ``sigma`` when ``train``).
+
+    Args:
+      layer: an ``nn.Conv`` or ``nn.Dense`` created in the caller's compact
+        method (so it is named in the caller's scope).
       spectral_norm: whether to normalise.
       train: store the power iteration's ``u`` and ``sigma``.
 
@@ -105,7 +190,7 @@ def _spectrally_normalized(layer: nn.Module, spectral_norm: bool, train: bool) -
     """
     if not spectral_norm:
         return layer
-    return functools.partial(nn.SpectralNorm(layer), update_stats=train)
+    return functools.partial(SpectralNorm(layer), update_stats=train)
 
 
 class DCGANGenerator(nn.Module):
