@@ -375,7 +375,9 @@ def test_two_fake_devices_equal_one():
     part = augment.DiffAugment()
     key = jax.random.key(17)
     whole = jitted(part)(x, key)
-    halves = [jax.jit(lambda x, key: part(x, key=key, draw=half_draw(h)))(x[h * 4 : (h + 1) * 4], key) for h in range(2)]
+    halves = [
+        jax.jit(lambda x, key: part(x, key=key, draw=half_draw(h)))(x[h * 4 : (h + 1) * 4], key) for h in range(2)
+    ]
     np.testing.assert_allclose(jnp.concatenate(halves), whole, atol=1e-6)
 
 
@@ -430,11 +432,14 @@ def test_bad_parts(make, error, match):
         make()
 
 
+KEY = jax.random.key(0)
+
+
 @pytest.mark.parametrize(
     "call, error, match",
     [
-        (lambda x: augment.DiffAugment()(x[0], key=jax.random.key(0), draw=identity_draw), ValueError, "DiffAugment x.*4-D"),
-        (lambda x: augment.DiffAugment()(x.astype(np.int32), key=jax.random.key(0), draw=identity_draw), TypeError, "floating"),
+        (lambda x: augment.DiffAugment()(x[0], key=KEY, draw=identity_draw), ValueError, "DiffAugment x.*4-D"),
+        (lambda x: augment.DiffAugment()(x.astype(np.int32), key=KEY, draw=identity_draw), TypeError, "floating"),
         (lambda x: augment.translate(x[..., 0], SHIFTS), ValueError, "translate x"),
         (lambda x: augment.translate(x, SHIFTS[:, :1]), ValueError, "translate shifts"),
         (lambda x: augment.translate(x, SHIFTS.astype(np.float32)), TypeError, "translate shifts.*integers"),
