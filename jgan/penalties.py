@@ -5,18 +5,26 @@ The gradient penalties differentiate the critic with respect to its *input*
 whatever ``critic_fn`` closes over (the critic's parameters): the step then
 takes a gradient of a gradient (nested ``jax.grad``), which is exact.
 
+Regularisers may keep a state in the GAN's state (:class:`LeCam`'s moving
+averages) and know which discriminator update they are in (:class:`LazyR1`):
+see :class:`DiscriminatorRegularizer` and :class:`RegularizerInputs`.
+
 References:
   Gulrajani et al., "Improved Training of Wasserstein GANs", 2017 (Algorithm 1).
   Mescheder, Geiger, Nowozin, "Which Training Methods for GANs do actually
   Converge?", 2018 (R1 and R2, eq. 9 and 10).
   Arjovsky, Chintala, Bottou, "Wasserstein GAN", 2017 (Algorithm 1, clipping).
+  Karras et al., "Analyzing and Improving the Image Quality of StyleGAN",
+  CVPR 2020, §B (lazy regularisation).
+  Tseng, Jiang, Liu, Yang, Yang, "Regularizing Generative Adversarial
+  Networks under Limited Data", CVPR 2021, eq. 3 (LeCam).
 """
 
 from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +32,8 @@ import optax
 from jax import lax
 from jax.typing import ArrayLike
 
-from jgan._validate import check_bool, check_callable, check_nonnegative
+from jgan._parallel import pmean_floats
+from jgan._validate import check_bool, check_callable, check_in_range, check_int, check_nonnegative
 from jgan.losses import as_logits
 
 __all__ = [
@@ -35,9 +44,13 @@ __all__ = [
     "weight_clipping",
     "WeightClippingState",
     "DiscriminatorRegularizer",
+    "RegularizerInputs",
     "GradientPenalty",
     "R1",
     "R2",
+    "LazyR1",
+    "LeCam",
+    "LeCamState",
 ]
 
 CriticFn = Callable[[jax.Array], jax.Array]
@@ -258,16 +271,99 @@ def weight_clipping(c: float) -> optax.GradientTransformation:
 Draw = Callable[[jax.Array, Callable[[jax.Array, int], jax.Array], int], jax.Array]
 
 
+class RegularizerInputs(NamedTuple):
+    """What a discriminator regulariser sees in one discriminator update.
+
+    Attributes:
+      critic_fn: ``x [batch, ...] -> scores [batch]``, the discriminator at
+        the parameters being differentiated.
+      real: the discriminator's real inputs, ``[batch, ...]`` (augmented and
+        packed for PacGAN, as the discriminator saw them).
+      fake: its generated inputs (constants here), the same shape.
+      real_out: ``[batch]``, the discriminator's outputs on ``real`` (from
+        the update's own forward pass, differentiable with respect to its
+        parameters).
+      fake_out: ``[batch]``, its outputs on ``fake``.
+      key: a PRNG key for this regulariser's draws.
+      draw: ``draw(key, sampler, n)`` returns this device's ``n`` rows of
+        ``sampler(key, n · devices)`` (just ``sampler(key, n)`` on one
+        device): draw through it, so that a data-parallel step equals the
+        single-device step.
+      update: ``[]`` int32, the discriminator update's counter:
+        ``step · d_steps + i`` for the i-th of a step's ``d_steps`` updates
+        (0, 1, 2, ... over training). Inside an unrolled generator objective
+        (``Unrolled``) it is the next update's, ``(step + 1) · d_steps``.
+      state: this regulariser's state (what its ``init`` returned, as the
+        previous update left it), ``None`` for a stateless one.
+      axis_name: the mapped axis under ``shard_map`` / ``pmap``, where the
+        inputs are this device's rows of the global batch (means over the
+        global batch need ``lax.pmean``); ``None`` on one device and under
+        ``jax.jit`` with sharded inputs.
+    """
+
+    critic_fn: CriticFn
+    real: jax.Array
+    fake: jax.Array
+    real_out: jax.Array
+    fake_out: jax.Array
+    key: jax.Array
+    draw: Draw
+    update: jax.Array
+    state: Any = None
+    axis_name: str | None = None
+
+
 class DiscriminatorRegularizer(abc.ABC):
     """A term added to the discriminator's loss: subclass it for your own.
 
     ``make_gan(d_regularizers=[...])`` calls each regulariser in every
     discriminator update (the unrolled ones included) on the inputs the
-    discriminator saw there, packed for PacGAN, and adds the returned term to
-    the discriminator's loss, in the order given.
+    discriminator saw there, augmented and packed for PacGAN, and adds the
+    returned term to the discriminator's loss, in the order given.
+
+    Implement one of two methods:
+
+    - ``__call__(critic_fn, real, fake, *, key, draw) -> (term, metrics)``
+      for a stateless term of the inputs alone (:class:`GradientPenalty`,
+      :class:`R1`, :class:`R2`);
+    - ``regularize(inputs) -> (term, metrics, state)`` on the whole
+      :class:`RegularizerInputs` (the discriminator's outputs, the update's
+      counter, a state), with ``init() -> state`` for the state's initial
+      value (:class:`LazyR1`, :class:`LeCam`).
+
+    The step calls ``regularize``, which by default calls ``__call__`` and
+    keeps the state. A state is a pytree of arrays in
+    ``GANState.d_regularizer_state`` (one entry per regulariser); it is
+    carried through the step's discriminator updates and, under
+    ``axis_name``, its floating leaves are averaged over the devices after
+    each update (so compute it from global means, and the devices agree).
+    The unrolled updates of ``Unrolled`` use the state as the step's
+    discriminator updates left it, and do not update it.
     """
 
-    @abc.abstractmethod
+    def __new__(cls, *args, **kwargs):
+        del args, kwargs
+        base = DiscriminatorRegularizer
+        if cls.__call__ is base.__call__ and cls.regularize is base.regularize:
+            raise TypeError(
+                f"Can't instantiate {cls.__name__}: a DiscriminatorRegularizer implements"
+                " __call__(critic_fn, real, fake, *, key, draw) -> (term, metrics) or"
+                " regularize(inputs) -> (term, metrics, state)."
+            )
+        return super().__new__(cls)
+
+    def init(self) -> Any:
+        """The initial state: a pytree of arrays, or ``None`` (the default) for a stateless regulariser."""
+        return None
+
+    def regularize(self, inputs: RegularizerInputs) -> tuple[jax.Array, dict[str, jax.Array], Any]:
+        """Returns ``(weighted term, metrics, new state)`` for one update's :class:`RegularizerInputs`.
+
+        The default calls ``__call__`` on the inputs and keeps the state.
+        """
+        term, metrics = self(inputs.critic_fn, inputs.real, inputs.fake, key=inputs.key, draw=inputs.draw)
+        return term, metrics, inputs.state
+
     def __call__(
         self, critic_fn: CriticFn, real: jax.Array, fake: jax.Array, *, key: jax.Array, draw: Draw
     ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -288,8 +384,10 @@ class DiscriminatorRegularizer(abc.ABC):
           The term to add to the loss (weight applied) and the metrics to
           report (scalars, the raw penalty under its name).
         """
-
-
+        raise TypeError(
+            f"{type(self).__name__} is called through regularize(RegularizerInputs(...)): it"
+            " needs the discriminator's outputs, the update's counter or its state."
+        )
 @dataclasses.dataclass(frozen=True)
 class GradientPenalty(DiscriminatorRegularizer):
     """WGAN-GP: ``weight · E[(‖∇ₓ̂ D(x̂)‖₂ − target)²]`` on interpolates of real and generated data.
@@ -359,3 +457,139 @@ class R2(_SquaredInputGradient):
     """
 
     _name = "r2"
+
+
+@dataclasses.dataclass(frozen=True)
+class LazyR1(DiscriminatorRegularizer):
+    """R1 computed on one discriminator update in ``every``, weighted ``every · γ/2`` there.
+
+    StyleGAN2's lazy regularisation: the penalty ``(γ/2) · E‖∇ₓ D(x)‖²`` on
+    real data is computed only on the discriminator updates whose counter
+    (:attr:`RegularizerInputs.update`: ``step · d_steps + i``) is a multiple
+    of ``every``, and multiplied by ``every`` there, so that its expected
+    weight per update is R1's; on the other updates the term is exactly 0
+    and the double backward pass is not run (``lax.cond``; under ``vmap``
+    both branches run). ``every=1`` is :class:`R1`.
+
+    Reported as ``r1``: the raw penalty E‖∇ₓ D(x)‖² (without the weight) on
+    the updates that compute it and 0 on the others; like every
+    discriminator metric it is the mean over a step's ``d_steps`` updates
+    (with ``d_steps = 1`` each step reports its own update's value).
+
+    Attributes:
+      gamma: γ, R1's weight.
+      every: the interval N >= 1 (16 in StyleGAN2).
+
+    References:
+      Karras, Laine, Aittala, Hellsten, Lehtinen, Aila, "Analyzing and
+      Improving the Image Quality of StyleGAN", CVPR 2020, §B ("lazy
+      regularization"); Mescheder, Geiger, Nowozin 2018, eq. 9.
+    """
+
+    gamma: float
+    every: int = dataclasses.field(default=16, kw_only=True)
+
+    def __post_init__(self):
+        check_nonnegative(self.gamma, "LazyR1 gamma")
+        check_int(self.every, "LazyR1 every", minimum=1, static=True)
+
+    def regularize(self, inputs):
+        def penalty(real):
+            return r1_penalty(inputs.critic_fn, real)
+
+        if self.every == 1:
+            value = penalty(inputs.real)
+        else:
+            zero = jax.eval_shape(penalty, inputs.real)
+            value = lax.cond(
+                inputs.update % self.every == 0,
+                penalty,
+                lambda real: jnp.zeros(zero.shape, zero.dtype),
+                inputs.real,
+            )
+        return 0.5 * self.gamma * self.every * value, {"r1": value}, inputs.state
+
+
+class LeCamState(NamedTuple):
+    """:class:`LeCam`'s moving averages (zero-debiased, as Adam's moments).
+
+    Attributes:
+      real: ``[]`` float32, the moving average of the mean D(x), started at 0.
+      fake: ``[]`` float32, the moving average of the mean D(G(z)), started at 0.
+      weight: ``[]`` float32, the same average of ones, 1 − decayᵗ after t
+        updates: the anchors are ``real / weight`` and ``fake / weight``.
+    """
+
+    real: jax.Array
+    fake: jax.Array
+    weight: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class LeCam(DiscriminatorRegularizer):
+    """The LeCam regulariser: ``weight · (E‖D(x) − α_F‖² + E‖D(G(z)) − α_R‖²)``.
+
+    α_R and α_F are exponential moving averages (decay ``decay``) of the
+    discriminator's mean output on real and on generated data, kept in the
+    GAN's state (:class:`LeCamState`). Each discriminator update first moves
+    the anchors with this update's means (over the global batch under
+    ``axis_name``; no gradient flows through them), then computes the
+    penalty against the moved anchors, as the authors' code does. The
+    averages start at 0 and are debiased (divided by 1 − decayᵗ, as their
+    StyleGAN2 code's ``zero_debias=True``), so the first update's anchors
+    are its own means. Reported as ``lecam`` (without the weight),
+    ``lecam_anchor_real`` (α_R) and ``lecam_anchor_fake`` (α_F).
+
+    The paper's eq. 3 squares the differences; the authors' code squares
+    only their positive parts, ``relu(D(x) − α_F)² + relu(α_R − D(G(z)))²``
+    (google/lecam-gan, ``biggan_cifar/losses.py`` and
+    ``stylegan2/lecam_loss.py``): ``one_sided=True``. (Their BigGAN code
+    also holds the anchors at the current means, and the term off, for the
+    first 1000 iterations, with decay 0.9; their StyleGAN2 code uses 0.99.)
+
+    Attributes:
+      weight: λ (0.3 for BigGAN on CIFAR-10 in the authors' scripts).
+      decay: the moving averages' decay, in [0, 1).
+      one_sided: the authors' code's relu.
+
+    References:
+      Tseng, Jiang, Liu, Yang, Yang, "Regularizing Generative Adversarial
+      Networks under Limited Data", CVPR 2021, eq. 3 and §3.
+    """
+
+    weight: float
+    decay: float = dataclasses.field(default=0.99, kw_only=True)
+    one_sided: bool = dataclasses.field(default=False, kw_only=True)
+
+    def __post_init__(self):
+        check_nonnegative(self.weight, "LeCam weight")
+        check_in_range(self.decay, "LeCam decay", 0.0, 1.0)
+        check_bool(self.one_sided, "LeCam one_sided")
+
+    def init(self) -> LeCamState:
+        zero = jnp.zeros((), jnp.float32)
+        return LeCamState(real=zero, fake=zero, weight=zero)
+
+    def regularize(self, inputs):
+        state = inputs.state
+        if not isinstance(state, LeCamState):
+            raise TypeError(f"LeCam's state must be a LeCamState (its init()), got {type(state).__name__}.")
+
+        def global_mean(out):
+            mean = jnp.mean(lax.stop_gradient(out).astype(jnp.float32))
+            return pmean_floats(mean, inputs.axis_name)
+
+        d = self.decay
+        state = LeCamState(
+            real=d * state.real + (1 - d) * global_mean(inputs.real_out),
+            fake=d * state.fake + (1 - d) * global_mean(inputs.fake_out),
+            weight=d * state.weight + (1 - d),
+        )
+        anchor_real, anchor_fake = state.real / state.weight, state.fake / state.weight
+        above = inputs.real_out - anchor_fake.astype(inputs.real_out.dtype)
+        below = anchor_real.astype(inputs.fake_out.dtype) - inputs.fake_out
+        if self.one_sided:
+            above, below = jax.nn.relu(above), jax.nn.relu(below)
+        value = jnp.mean(jnp.square(above)) + jnp.mean(jnp.square(below))
+        metrics = {"lecam": value, "lecam_anchor_real": anchor_real, "lecam_anchor_fake": anchor_fake}
+        return self.weight * value, metrics, state

@@ -14,7 +14,11 @@ One ``step`` is Goodfellow's Algorithm 1 for one generator update:
    latent batch and, with ``batches="sliced"``, a fresh slice of real data;
    the discriminator's loss is its loss family's plus its regularisers
    (``d_regularizers``: :class:`jgan.penalties.GradientPenalty`,
-   :class:`~jgan.penalties.R1`, :class:`~jgan.penalties.R2`, or your own).
+   :class:`~jgan.penalties.R1`, :class:`~jgan.penalties.R2`,
+   :class:`~jgan.penalties.LazyR1`, :class:`~jgan.penalties.LeCam`, or your
+   own; a regulariser's state lives in ``GANState.d_regularizer_state``).
+   With ``augment`` (DiffAugment) the discriminator sees augmented real and
+   generated batches, here and in the generator's update.
    WGAN's weight clipping is plain optax chaining on the discriminator's
    optimizer (``jgan.presets.wgan``).
 2. one generator update on the sum of its objectives (``g_objectives``:
@@ -56,6 +60,7 @@ import optax
 from jax import lax
 
 from jgan import losses as L
+from jgan.augment import Augmentation
 from jgan import penalties
 from jgan._parallel import draw_local, finalize_metrics, mark_varying, pmean_floats, rows_like
 from jgan._scan import unrolled_scan
@@ -73,7 +78,7 @@ from jgan._validate import (
 from jgan.cyclegan import CycleGANState, init_cyclegan_state, make_cyclegan_train_step
 from jgan.losses import LossFamily
 from jgan.objectives import Adversarial, GeneratorInputs, GeneratorObjective, SinkhornDivergence
-from jgan.penalties import R1, R2, DiscriminatorRegularizer, GradientPenalty
+from jgan.penalties import R1, R2, DiscriminatorRegularizer, GradientPenalty, LazyR1, LeCam, RegularizerInputs
 from jgan.unroll import Unrolled
 
 __all__ = [
@@ -90,6 +95,8 @@ __all__ = [
     "GradientPenalty",
     "R1",
     "R2",
+    "LazyR1",
+    "LeCam",
     "Adversarial",
     "SinkhornDivergence",
     "Unrolled",
@@ -105,6 +112,11 @@ __all__ = [
 
 PyTree = Any
 Batch = Any
+
+# fold_in constants of the augmentation's keys, from an update's key (new
+# constants: the draws of a GAN without augmentation are unchanged).
+_AUGMENT_REAL = 0x61756772  # "augr"
+_AUGMENT_FAKE = 0x61756766  # "augf"
 Metrics = dict[str, jax.Array]
 Prior = Callable[[jax.Array, int], jax.Array]
 
@@ -127,6 +139,9 @@ class GANState(NamedTuple):
         statistics), ``None`` for a stateless generator.
       d_model_state: likewise for the discriminator.
       g_ema_params: exponential moving average of ``g_params``, or ``None``.
+      d_regularizer_state: the discriminator regularisers' states, a tuple
+        with one entry per regulariser (``None`` for a stateless one), or
+        ``None`` when every regulariser is stateless.
     """
 
     step: jax.Array
@@ -138,6 +153,7 @@ class GANState(NamedTuple):
     g_model_state: PyTree = None
     d_model_state: PyTree = None
     g_ema_params: PyTree = None
+    d_regularizer_state: PyTree = None
 
 
 class GAN(NamedTuple):
@@ -159,7 +175,9 @@ class GAN(NamedTuple):
     sample: Callable[..., jax.Array]
 
 
-def _initial_state(key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state, ema):
+def _initial_state(
+    key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state, ema, regularizer_state=None
+):
     return GANState(
         step=jnp.zeros((), jnp.int32),
         key=key,
@@ -170,6 +188,7 @@ def _initial_state(key, g_params, d_params, g_optimizer, d_optimizer, g_model_st
         g_model_state=g_model_state,
         d_model_state=d_model_state,
         g_ema_params=jax.tree.map(jnp.array, g_params) if ema else None,
+        d_regularizer_state=regularizer_state,
     )
 
 
@@ -415,6 +434,7 @@ def make_gan(
     d_regularizers: Sequence[DiscriminatorRegularizer] = (),
     g_objectives: Sequence[GeneratorObjective] = (Adversarial(),),
     unroll: Unrolled | None = None,
+    augment: Augmentation | None = None,
     pack: int = 1,
     ema_decay: float | None = None,
     axis_name: str | None = None,
@@ -457,12 +477,25 @@ def make_gan(
         discriminator update (the generator's update uses the last).
       d_regularizers: :class:`jgan.penalties.DiscriminatorRegularizer` parts
         added to the discriminator's loss, e.g. ``[GradientPenalty(10.0)]``,
-        ``[R1(1.0)]``.
+        ``[R1(1.0)]``, ``[LazyR1(10.0, every=16)]``, ``[LeCam(0.3)]``. They
+        see the discriminator's (augmented, packed) inputs and its outputs
+        on them; a regulariser's state (``init``) lives in the
+        :class:`GANState`, which ``init`` fills.
       g_objectives: :class:`jgan.objectives.GeneratorObjective` parts whose
         sum the generator minimises; ``(Adversarial(),)`` by default, e.g.
         ``[Adversarial(), SinkhornDivergence(0.5)]``.
       unroll: ``Unrolled(K)`` for the unrolled GAN (Metz et al. 2016), or
         ``None``.
+      augment: a :class:`jgan.augment.Augmentation` (e.g.
+        ``jgan.augment.DiffAugment()``) applied to the real and the
+        generated batches, independently drawn, before the discriminator
+        (and before PacGAN's packing) in every discriminator update and in
+        the generator's update, whose gradients flow through it; the
+        regularisers see the augmented inputs. With ``unroll`` the K
+        unrolled updates and the surrogate see the generator update's
+        augmented batches (the same draws in every unrolled update). The
+        generator objectives (``GeneratorInputs``) and ``sample_scale`` see
+        the batches unaugmented. ``None``: no augmentation.
       pack: m of PacGAN: the discriminator sees m samples concatenated along
         the last axis (build it for m times the features or channels).
       ema_decay: keep ``g_ema ← decay·g_ema + (1 − decay)·g_params``, in
@@ -525,6 +558,11 @@ def make_gan(
         raise ValueError("g_objectives is empty: the generator needs an objective, e.g. [Adversarial()].")
     if unroll is not None:
         check_instance(unroll, "unroll", Unrolled, "a jgan.unroll.Unrolled (e.g. Unrolled(5)) or None")
+    if augment is not None:
+        check_instance(
+            augment, "augment", Augmentation, "a jgan.augment.Augmentation (e.g. DiffAugment()) or None"
+        )
+    relativistic = bool(getattr(family, "relativistic", False))
     pack = check_int(pack, "pack", minimum=1, static=True)
     if ema_decay is not None:
         ema_decay = check_in_range(ema_decay, "ema_decay", 0.0, 1.0)
@@ -550,8 +588,24 @@ def make_gan(
                 )
             raise
 
-    def d_objective(d_params, d_mstate, real, fake, labels, key):
-        """The discriminator's loss (regularisers included) and its metrics."""
+    def augmented(x, key, which):
+        """``x`` through the augmentation, its draws from ``fold_in(key, which)``; ``x`` without one."""
+        if augment is None:
+            return x
+        out = augment(x, key=jax.random.fold_in(key, which), draw=draw)
+        if not hasattr(out, "shape") or out.shape != x.shape:
+            raise ValueError(
+                f"augment ({type(augment).__name__}) must return its input's shape {x.shape},"
+                f" got {getattr(out, 'shape', type(out).__name__)}."
+            )
+        return out
+
+    def d_objective(d_params, d_mstate, real, fake, labels, key, update, reg_states):
+        """The discriminator's loss (regularisers included), its metrics and the regularisers' new states.
+
+        ``real`` and ``fake`` are the (augmented) batches, ``update`` the
+        update's counter, ``reg_states`` a state per regulariser.
+        """
         y = () if labels is None else (labels,)
         real_in, fake_in = pack_samples(real, pack), pack_samples(fake, pack)
         real_out, d_mstate = discriminate(d_params, d_mstate, real_in, y)
@@ -573,13 +627,19 @@ def make_gan(
         def critic(x):
             return disc(d_params, d_mstate, x, *y)[0]
 
-        for i, regularizer in enumerate(d_regularizers):
+        new_states = []
+        for i, (regularizer, reg_state) in enumerate(zip(d_regularizers, reg_states)):
             # The first regulariser draws from the key itself, regulariser i from fold_in(key, i).
             reg_key = key if i == 0 else jax.random.fold_in(key, i)
-            term, reg_metrics = regularizer(critic, real_in, fake_in, key=reg_key, draw=draw)
+            inputs = RegularizerInputs(
+                critic_fn=critic, real=real_in, fake=fake_in, real_out=real_out, fake_out=fake_out,
+                key=reg_key, draw=draw, update=update, state=reg_state, axis_name=axis_name,
+            )
+            term, reg_metrics, reg_state = regularizer.regularize(inputs)
             metrics.update(reg_metrics)
+            new_states.append(reg_state)
             total = total + term
-        return total, (d_mstate, metrics)
+        return total, (d_mstate, metrics, tuple(new_states))
 
     def check_fake(fake, real):
         if fake.shape != real.shape:
@@ -594,8 +654,8 @@ def make_gan(
             )
 
     def d_update(carry, xs, g_params, fixed_real, fixed_labels):
-        d_params, d_opt_state, d_mstate, g_mstate = carry
-        key, real, labels = xs
+        d_params, d_opt_state, d_mstate, g_mstate, reg_states = carry
+        (key, update), real, labels = xs
         real = fixed_real if real is None else real
         labels = fixed_labels if labels is None else labels
         z_key, reg_key = jax.random.split(key)
@@ -604,40 +664,59 @@ def make_gan(
         fake, g_mstate = gen(g_params, g_mstate, z, *y)
         check_fake(fake, real)
         fake = lax.stop_gradient(fake)
+        real, fake = augmented(real, key, _AUGMENT_REAL), augmented(fake, key, _AUGMENT_FAKE)
         # Differentiate per-device copies (see mark_varying), then average.
-        grads, (d_mstate, metrics) = jax.grad(d_objective, has_aux=True)(
-            mark_varying(d_params, axis_name), d_mstate, real, fake, labels, reg_key
+        grads, (d_mstate, metrics, new_reg_states) = jax.grad(d_objective, has_aux=True)(
+            mark_varying(d_params, axis_name), d_mstate, real, fake, labels, reg_key, update, reg_states
         )
         grads = pmean_floats(grads, axis_name)
+        if reg_state_shape is not None:  # Devices agree on the regularisers' states.
+            reg_states = pmean_floats(new_reg_states, axis_name)
         updates, d_opt_state = d_optimizer.update(grads, d_opt_state, d_params)
         d_params = optax.apply_updates(d_params, updates)
         metrics["d_grad_norm"] = optax.tree.norm(grads)
-        return (d_params, d_opt_state, d_mstate, g_mstate), metrics
+        return (d_params, d_opt_state, d_mstate, g_mstate, reg_states), metrics
 
-    def g_objective(g_params, g_mstate, d_params, d_opt_state, d_mstate, z, real, labels, key):
+    def g_objective(
+        g_params, g_mstate, d_params, d_opt_state, d_mstate, reg_states, z, real, labels, key, augment_key, update
+    ):
         y = () if labels is None else (labels,)
         fake, g_mstate = gen(g_params, g_mstate, z, *y)
         check_fake(fake, real)
-        fake_in = pack_samples(fake, pack)
+        # What the discriminator sees: the augmented batches (gradients flow through fake's).
+        fake_d = augmented(fake, augment_key, _AUGMENT_FAKE)
+        fake_in = pack_samples(fake_d, pack)
         if unroll is None:
+            if relativistic:  # The generator's loss needs D on the real batch too.
+                real_in = pack_samples(augmented(real, augment_key, _AUGMENT_REAL), pack)
+                real_out, d_mstate = discriminate(d_params, d_mstate, real_in, y)
+                real_out = _check_output(real_out, real_in.shape[0], "real")
             fake_out, d_mstate = discriminate(d_params, d_mstate, fake_in, y)
             fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
-            adversarial = g_loss = family.g_loss(fake_out)
+            if relativistic:
+                adversarial = g_loss = family.g_loss(fake_out, real_out)
+            else:
+                adversarial = g_loss = family.g_loss(fake_out)
         else:
+            real_d = augmented(real, augment_key, _AUGMENT_REAL)
             # The unrolled passes run θ_D^K, not the stored discriminator:
             # its model state stays as it was.
             def d_at(params, x):
                 out = discriminate(params, d_mstate, x, y)[0]
                 return _check_output(out, x.shape[0], "unrolled")
 
+            # The unrolled updates use the regularisers' states as the step's
+            # discriminator updates left them (frozen, as the model state).
             adversarial, g_loss = unroll.generator_loss(
                 family,
                 d_at,
-                pack_samples(real, pack),
+                pack_samples(real_d, pack),
                 fake_in,
                 d_params=d_params,
                 d_opt_state=d_opt_state,
-                d_loss=lambda params: d_objective(params, d_mstate, real, fake, labels, key)[0],
+                d_loss=lambda params: d_objective(
+                    params, d_mstate, real_d, fake_d, labels, key, update, reg_states
+                )[0],
                 optimizer=d_optimizer,
                 axis_name=axis_name,
             )
@@ -677,8 +756,38 @@ def make_gan(
                 )
         return _initial_state(
             key, g_params, d_params, g_optimizer, d_optimizer, g_model_state, d_model_state,
-            ema=ema_decay is not None,
+            ema=ema_decay is not None, regularizer_state=initial_regularizer_state(),
         )
+
+    def initial_regularizer_state():
+        states = tuple(regularizer.init() for regularizer in d_regularizers)
+        return None if all(state is None for state in states) else states
+
+    # The regularisers' states' structure, shapes and dtypes (None: all stateless).
+    reg_state_shape = jax.eval_shape(initial_regularizer_state)
+
+    def check_regularizer_state(reg_states):
+        if reg_state_shape is None:
+            if reg_states is not None:
+                raise ValueError(
+                    "The state holds a d_regularizer_state but no regulariser of this GAN keeps"
+                    " a state: build the state with this GAN's init."
+                )
+            return (None,) * len(d_regularizers)
+        if reg_states is None:
+            raise ValueError(
+                "This GAN's regularisers keep a state ("
+                + ", ".join(type(r).__name__ for r in d_regularizers)
+                + ") but the state has no d_regularizer_state: build the state with this GAN's init."
+            )
+        if jax.tree.structure(reg_states) != jax.tree.structure(reg_state_shape):
+            raise ValueError(
+                "The state's d_regularizer_state does not fit this GAN's regularisers"
+                f" ({', '.join(type(r).__name__ for r in d_regularizers)}): expected the structure"
+                f" {jax.tree.structure(reg_state_shape)}, got {jax.tree.structure(reg_states)}."
+                " Build the state with this GAN's init."
+            )
+        return reg_states
 
     def check_layout(real, labels):
         batch_axis = 1 if batches == "sliced" else 0
@@ -716,23 +825,26 @@ def make_gan(
                 "The state keeps g_ema_params but the step has no ema_decay, so they"
                 " would never move: set ema_decay (or build the state without EMA)."
             )
+        reg_states = check_regularizer_state(state.d_regularizer_state)
         real, labels = _split_batch(batch)
         if labels is not None and pack > 1:
             raise ValueError("pack > 1 is not supported with conditional labels.")
         check_layout(real, labels)
 
         keys = jax.random.split(jax.random.fold_in(state.key, state.step), d_steps + 1)
+        # The discriminator updates' counters: step · d_steps + i.
+        updates = state.step * d_steps + jnp.arange(d_steps, dtype=state.step.dtype)
         if batches == "sliced":
-            xs = (keys[:d_steps], real, labels)
+            xs = ((keys[:d_steps], updates), real, labels)
             fixed_real, fixed_labels = None, None
             last_real = real[-1]
             last_labels = None if labels is None else labels[-1]
         else:
-            xs = (keys[:d_steps], None, None)
+            xs = ((keys[:d_steps], updates), None, None)
             fixed_real, fixed_labels = real, labels
             last_real, last_labels = real, labels
 
-        carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state)
+        carry = (state.d_params, state.d_opt_state, state.d_model_state, state.g_model_state, reg_states)
         # The d_steps updates run as straight-line code (a small static count;
         # see jgan._scan): inside a loop XLA:CPU runs the kernel derivative of a
         # strided convolution 15-35x slower (five DCGAN critic updates took
@@ -740,13 +852,16 @@ def make_gan(
         carry, d_metrics = unrolled_scan(
             lambda c, x: d_update(c, x, state.g_params, fixed_real, fixed_labels), carry, xs, d_steps
         )
-        d_params, d_opt_state, d_mstate, g_mstate = carry
+        d_params, d_opt_state, d_mstate, g_mstate, reg_states = carry
         metrics = jax.tree.map(jnp.mean, d_metrics)
 
         z_key, unroll_key = jax.random.split(keys[d_steps])
         z = rows_like(draw(z_key, prior, last_real.shape[0]), last_real)
+        # Unrolled updates look ahead: they see the next discriminator update's counter.
+        next_update = (state.step + 1) * d_steps
         (_, (g_loss, g_mstate, d_mstate, g_extra)), g_grads = jax.value_and_grad(g_objective, has_aux=True)(
-            mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, z, last_real, last_labels, unroll_key
+            mark_varying(state.g_params, axis_name), g_mstate, d_params, d_opt_state, d_mstate, reg_states,
+            z, last_real, last_labels, unroll_key, keys[d_steps], next_update,
         )
         g_grads = pmean_floats(g_grads, axis_name)
         g_updates, g_opt_state = g_optimizer.update(g_grads, state.g_opt_state, state.g_params)
@@ -768,6 +883,7 @@ def make_gan(
             g_model_state=pmean_floats(g_mstate, axis_name),
             d_model_state=pmean_floats(d_mstate, axis_name),
             g_ema_params=g_ema,
+            d_regularizer_state=None if reg_state_shape is None else reg_states,
         )
         return new_state, finalize_metrics(metrics, axis_name, new_state)
 

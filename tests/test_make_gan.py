@@ -209,7 +209,9 @@ def _as_gan_state(legacy_step):
     """The twin's step on jgan's GANState (the twin has its own NamedTuple of the same fields)."""
 
     def step(state, batch):
-        new_state, metrics = legacy_step(legacy_steps.GANState(*state), batch)
+        # (jgan's GANState has since gained d_regularizer_state, None without stateful regularisers.)
+        assert state.d_regularizer_state is None
+        new_state, metrics = legacy_step(legacy_steps.GANState(*state[: len(legacy_steps.GANState._fields)]), batch)
         return steps.GANState(*new_state), metrics
 
     return step
