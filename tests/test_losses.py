@@ -1,10 +1,14 @@
 """jgan.losses against closed forms in numpy (float64), at extremes, and against theory."""
 
+import functools
+
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from jax import lax
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import norm
 
@@ -39,6 +43,34 @@ CLOSED_FORMS = {
         L.least_squares_discriminator_loss, 2, lambda r, f: 0.5 * (r - 1) ** 2 + 0.5 * f**2),
     "least_squares_generator_loss": (
         L.least_squares_generator_loss, 1, lambda f: 0.5 * (f - 1) ** 2),
+    # One-sided label smoothing (Salimans et al. 2016, §3.4), α = 0.9:
+    # cross-entropy against the target α on real data, 0 on generated data.
+    "minimax_discriminator_loss(real_label=0.9)": (
+        functools.partial(L.minimax_discriminator_loss, real_label=0.9), 2,
+        lambda r, f: -0.9 * _log_sigmoid(r) - 0.1 * _log_one_minus_sigmoid(r) - _log_one_minus_sigmoid(f)),
+    "least_squares_discriminator_loss(real_label=0.9)": (
+        functools.partial(L.least_squares_discriminator_loss, real_label=0.9), 2,
+        lambda r, f: 0.5 * (r - 0.9) ** 2 + 0.5 * f**2),
+    # Relativistic average losses (Jolicoeur-Martineau 2019), written from the
+    # paper's formulas: the second argument's mean is the "average" compared with.
+    "relativistic_average_discriminator_loss": (
+        L.relativistic_average_discriminator_loss, 2,
+        lambda r, f: -_log_sigmoid(r - f.mean()) - _log_one_minus_sigmoid(f - r.mean())),
+    "relativistic_average_generator_loss": (
+        L.relativistic_average_generator_loss, 2,
+        lambda f, r: -_log_sigmoid(f - r.mean()) - _log_one_minus_sigmoid(r - f.mean())),
+    "relativistic_average_least_squares_discriminator_loss": (
+        L.relativistic_average_least_squares_discriminator_loss, 2,
+        lambda r, f: (r - f.mean() - 1) ** 2 + (f - r.mean() + 1) ** 2),
+    "relativistic_average_least_squares_generator_loss": (
+        L.relativistic_average_least_squares_generator_loss, 2,
+        lambda f, r: (f - r.mean() - 1) ** 2 + (r - f.mean() + 1) ** 2),
+    "relativistic_average_hinge_discriminator_loss": (
+        L.relativistic_average_hinge_discriminator_loss, 2,
+        lambda r, f: np.maximum(0, 1 - (r - f.mean())) + np.maximum(0, 1 + (f - r.mean()))),
+    "relativistic_average_hinge_generator_loss": (
+        L.relativistic_average_hinge_generator_loss, 2,
+        lambda f, r: np.maximum(0, 1 - (f - r.mean())) + np.maximum(0, 1 + (r - f.mean()))),
 }
 
 
@@ -181,6 +213,10 @@ class TestOptimalDiscriminator:
     L.wasserstein_generator_loss, lambda x: L.hinge_discriminator_loss(x, x), L.hinge_generator_loss,
     lambda x: L.least_squares_discriminator_loss(x, x), L.least_squares_generator_loss,
     lambda x: L.cycle_consistency_loss(x, x),
+    lambda x: L.relativistic_average_discriminator_loss(x, x),
+    lambda x: L.relativistic_average_generator_loss(x, x),
+    lambda x: L.relativistic_average_least_squares_discriminator_loss(x, x),
+    lambda x: L.relativistic_average_hinge_generator_loss(x, x),
 ])
 def test_empty_batches_are_errors(loss):
     with pytest.raises(ValueError, match="empty"):
@@ -194,3 +230,155 @@ def test_maximum_likelihood_loss_is_finite_at_any_logit_in_every_dtype(dtype, x6
     assert np.isfinite(float(value)) and np.all(np.isfinite(np.asarray(grad, np.float64)))
     # Unclamped where exp fits the dtype: −½·exp(f)/n and its derivative.
     np.testing.assert_allclose(grad[2], -0.5 / 6, rtol=1e-3)
+
+
+# ---------------------------------------------------------------------------
+# One-sided label smoothing (Salimans et al. 2016, §3.4).
+
+
+@pytest.mark.parametrize("d_loss", [L.minimax_discriminator_loss, L.least_squares_discriminator_loss])
+def test_real_label_one_is_the_plain_loss_bit_for_bit(d_loss):
+    r = jnp.array([-1e4, -3.0, 0.0, 0.5, 7.0, 1e4], jnp.float32)
+    f = r[::-1]
+    for reduction in ("mean", "none"):
+        plain = jax.value_and_grad(lambda r, f: jnp.sum(d_loss(r, f, reduction=reduction)), (0, 1))(r, f)
+        one = jax.value_and_grad(
+            lambda r, f: jnp.sum(d_loss(r, f, reduction=reduction, real_label=1.0)), (0, 1))(r, f)
+        chex.assert_trees_all_equal(one, plain)
+    # ... and 0.9 is not (the tests below could fail).
+    assert float(d_loss(r[1:-1], f[1:-1], real_label=0.9)) != float(d_loss(r[1:-1], f[1:-1]))
+
+
+def test_smoothed_cross_entropy_is_exact_far_in_the_tails():
+    # −0.9 log σ(r) − 0.1 log(1 − σ(r)): 0.1·r for r ≫ 0, −0.9·r for r ≪ 0;
+    # its derivative σ(r) − 0.9 (a naive log(sigmoid(x)) gives inf / NaN here).
+    r = jnp.array([1e4, -1e4], jnp.float32)
+    far = jnp.full(2, -1e4, jnp.float32)  # The fake term is then exactly 0.
+    per_example = L.minimax_discriminator_loss(r, far, reduction="none", real_label=0.9)
+    np.testing.assert_allclose(per_example, [1e3, 9e3], rtol=1e-6)
+    grad = jax.grad(lambda r: jnp.sum(L.minimax_discriminator_loss(r, far, reduction="none", real_label=0.9)))(r)
+    np.testing.assert_allclose(grad, [0.1, -0.9], rtol=1e-6)
+
+
+class TestSmoothedOptimalDiscriminator:
+    """The smoothed losses' minimiser is D*(x) = α·p(x) / (p(x) + q(x)) (Salimans et al. §3.4).
+
+    Per grid point x the loss is p(x)·ℓ_real(s) + q(x)·ℓ_fake(s) in the
+    discriminator's output s; it is minimised here over s by Newton's method.
+    """
+
+    grid = np.linspace(-10.0, 12.0, 4001)
+    p = norm.pdf(grid, loc=0.0, scale=1.0)  # p_data
+    q = norm.pdf(grid, loc=1.5, scale=2.0)  # p_g
+    alpha = 0.9
+
+    def minimise(self, d_loss):
+        other = jnp.zeros_like(self.grid)  # A constant in the other slot: it does not move the minimiser.
+
+        def objective(s):
+            real = d_loss(s, other, reduction="none", real_label=self.alpha)
+            fake = d_loss(other, s, reduction="none", real_label=self.alpha)
+            return jnp.sum(self.p * real + self.q * fake)
+
+        grad = jax.grad(objective)
+
+        def newton(s, _):  # Separable and convex: a diagonal Newton step per point.
+            g, h = jax.jvp(grad, (s,), (jnp.ones_like(s),))
+            return s - g / h, None
+
+        return jax.jit(lambda s: lax.scan(newton, s, None, length=30)[0])(jnp.zeros_like(self.grid))
+
+    def test_cross_entropy_minimiser_is_alpha_p_over_p_plus_q(self, x64):
+        d_star = jax.nn.sigmoid(self.minimise(L.minimax_discriminator_loss))
+        expected = self.alpha * self.p / (self.p + self.q)
+        np.testing.assert_allclose(d_star, expected, rtol=1e-9, atol=1e-12)
+        assert float(jnp.max(d_star)) < self.alpha  # Never fully confident on real data.
+
+    def test_least_squares_minimiser_is_alpha_p_over_p_plus_q(self, x64):
+        # Mao et al. eq. 4 with a = 0, b = α: D* = α p / (p + q), in score space.
+        d_star = self.minimise(L.least_squares_discriminator_loss)
+        np.testing.assert_allclose(d_star, self.alpha * self.p / (self.p + self.q), rtol=1e-9, atol=1e-12)
+
+
+SMOOTHABLE = {
+    "minimax": L.minimax_discriminator_loss,
+    "non_saturating": L.minimax_discriminator_loss,
+    "maximum_likelihood": L.minimax_discriminator_loss,
+    "least_squares": L.least_squares_discriminator_loss,
+}
+
+
+@pytest.mark.parametrize("name", sorted(SMOOTHABLE))
+def test_one_sided_label_smoothing_smooths_only_the_discriminators_real_targets(name, x64):
+    family = L.one_sided_label_smoothing(name, real_label=0.8)
+    plain = L.LOSS_FAMILIES[name]
+    assert family.g_loss is plain.g_loss
+    assert family._replace(d_loss=None) == plain._replace(d_loss=None)  # The flags are kept.
+    assert family == L.loss_family(family)
+    rng = np.random.default_rng(2)
+    r, f = rng.normal(scale=3.0, size=(2, 11))
+    np.testing.assert_allclose(family.d_loss(r, f, reduction="none"),
+                               SMOOTHABLE[name](r, f, reduction="none", real_label=0.8), rtol=1e-14)
+    # One-sided: what smoothing adds depends on the real outputs only, never on the fake ones.
+    added = family.d_loss(r, f, reduction="none") - plain.d_loss(r, f, reduction="none")
+    np.testing.assert_allclose(added, family.d_loss(r, 5 * f, reduction="none") - plain.d_loss(r, 5 * f, reduction="none"),
+                               atol=1e-12)
+    assert np.all(np.abs(added) > 1e-6)
+
+
+@pytest.mark.parametrize("loss, match", [
+    ("wasserstein", "not probabilities"),
+    ("hinge", "margin"),
+    ("relativistic_average", "ordering"),
+    ("relativistic_average_least_squares", "ordering"),
+    ("relativistic_average_hinge", "ordering"),
+    (L.LOSS_FAMILIES["hinge"], "margin"),
+    (L.one_sided_label_smoothing(), "smoothed family"),
+    (L.LossFamily(lambda r, f: L.minimax_discriminator_loss(r, f), L.non_saturating_generator_loss), "not minimax"),
+    ("lsgan", "Unknown loss"),
+])
+def test_one_sided_label_smoothing_refuses_families_without_a_real_label(loss, match):
+    with pytest.raises(ValueError, match=match):
+        L.one_sided_label_smoothing(loss)
+
+
+@pytest.mark.parametrize("real_label, error, match", [
+    (0.0, ValueError, "> 0"), (-0.1, ValueError, "> 0"), (1.01, ValueError, r"\(0, 1\]"),
+    (float("nan"), ValueError, "finite"), ("0.9", TypeError, "number"), (True, TypeError, "number"),
+])
+def test_real_label_must_be_in_zero_one(real_label, error, match):
+    with pytest.raises(error, match=f"real_label.*{match}"):
+        L.one_sided_label_smoothing(real_label=real_label)
+    with pytest.raises(error, match=f"real_label.*{match}"):
+        L.minimax_discriminator_loss(jnp.zeros(2), jnp.zeros(2), real_label=real_label)
+
+
+def test_make_gan_trains_the_discriminator_on_the_smoothed_loss(x64):
+    """One step of make_gan(loss=one_sided_label_smoothing()) with SGD against the update by hand."""
+    from jgan import steps
+    from nets import discriminator, generator
+
+    rng = np.random.default_rng(3)
+
+    def layer(n_in, n_out):
+        return (jnp.asarray(rng.normal(size=(n_in, n_out)) / np.sqrt(n_in)), jnp.asarray(rng.normal(size=n_out) * 0.1))
+
+    g_params, d_params = [layer(2, 8), layer(8, 2)], [layer(2, 8), layer(8, 1)]
+    z = jnp.asarray(rng.normal(size=(16, 2)))
+    real = jnp.asarray(rng.normal(size=(16, 2)) + 1.0)
+    lr = 0.1
+    gan = steps.make_gan(generator=generator, discriminator=discriminator, g_optimizer=optax.sgd(lr),
+                         d_optimizer=optax.sgd(lr), prior=lambda key, n: z[:n],
+                         loss=L.one_sided_label_smoothing("non_saturating", real_label=0.9))
+    # A tiny program compiled once: no LLVM optimisation passes (as in tests/test_unroll.py).
+    step = jax.jit(gan.step, compiler_options={"xla_backend_optimization_level": 0})
+    state, metrics = step(gan.init(jax.random.key(0), g_params, d_params), real)
+
+    def smoothed(d):
+        r, f = discriminator(d, real), discriminator(d, generator(g_params, z))
+        # −0.9 log σ(r) − 0.1 log(1 − σ(r)) − log(1 − σ(f)), written out.
+        return jnp.mean(-0.9 * jax.nn.log_sigmoid(r) - 0.1 * jax.nn.log_sigmoid(-r) - jax.nn.log_sigmoid(-f))
+
+    expected = jax.tree.map(lambda p, g: p - lr * g, d_params, jax.grad(smoothed)(d_params))
+    chex.assert_trees_all_close(state.d_params, expected, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(metrics["d_loss"], smoothed(d_params), rtol=1e-10)
