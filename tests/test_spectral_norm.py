@@ -153,6 +153,40 @@ def test_the_forward_pass_uses_kernels_divided_by_sigma(name):
     assert not np.allclose(raw_out, sn_out, rtol=1e-2)
 
 
+def test_gradients_treat_u_and_v_as_constants():
+    """d/dW of the output equals that of the plain network on ``W / (v W uᵀ)`` with ``u``, ``v`` fixed
+    (Miyato et al., eq. 12: the gradient flows through sigma, not through the power iteration)."""
+    name = "projection"
+    params, state = _train(name, 2)
+    x, y = _images(8), _args(name)
+    constants = {}
+    for path, (w, u, _) in _normalised_weights(params, state).items():
+        v = u @ w.T
+        v = v / np.sqrt(np.sum(v * v) + 1e-12)
+        constants[path] = (v.astype(np.float32), _power_iteration(u, w)[0].astype(np.float32))
+    plain_state = {"batch_stats": {k: v for k, v in state["batch_stats"].items() if k.startswith("BatchNorm_")}}
+    sn_apply, plain_apply = _apply(name, True, False), _apply(name, False, False)
+
+    def sn_loss(p):
+        return jnp.sum(jnp.tanh(sn_apply(p, state, x, *y)[0]))
+
+    def twin_loss(p):
+        p = jax.tree.map(lambda a: a, p)  # a copy to edit
+        for path, (v, u) in constants.items():
+            *parents, last = path.split("/")
+            node = p
+            for part in parents:
+                node = node[part]
+            w = node[last]
+            matrix = jnp.reshape(w, (-1, w.shape[-1]))
+            node[last] = w / (v @ matrix @ u.T)[0, 0]
+        return jnp.sum(jnp.tanh(plain_apply(p, plain_state, x, *y)[0]))
+
+    sn_grads = jax.jit(jax.grad(sn_loss))(params)
+    twin_grads = jax.jit(jax.grad(twin_loss))(params)
+    jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=2e-3, atol=1e-5), sn_grads, twin_grads)
+
+
 @pytest.mark.parametrize("name", ["dcgan", "projection", "patchgan"])
 def test_u_moves_by_one_power_iteration_in_training_mode_only(name):
     _, params, state = _init(name, True)
@@ -256,22 +290,31 @@ _OLD = {
 }
 
 
+def _init_and_apply(module, key, y):
+    """``(variables, train-mode output and state, eval-mode output)``, jitted (rbg keys compile fast)."""
+    variables = jax.jit(lambda k, x, *yy: module.init(k, x, *yy, train=False))(key, _images(0), *y)
+    mutable = [c for c in variables if c != "params"]
+    outs = [
+        jax.jit(lambda v, x, *yy, train=train: module.apply(v, x, *yy, train=train, mutable=mutable))(variables, _images(1), *y)
+        for train in (True, False)
+    ]
+    return variables, outs
+
+
 @pytest.mark.parametrize("name", sorted(_OLD))
 def test_default_is_the_network_as_it_was(name):
     old, new = _OLD[name]
     y = (_labels(),) if name == "projection" else ()
-    key = jax.random.key(5)
-    old_vars = old.init(key, _images(0), *y, train=False)
-    new_vars = new.init(key, _images(0), *y, train=False)
+    key = jax.random.key(5, impl="rbg")
+    old_vars, old_outs = _init_and_apply(old, key, y)
+    new_vars, new_outs = _init_and_apply(new, key, y)
     assert jax.tree.structure(old_vars) == jax.tree.structure(new_vars)
     jax.tree.map(np.testing.assert_array_equal, old_vars, new_vars)
-    mutable = [c for c in new_vars if c != "params"]
-    for train in (True, False):
-        old_out = old.apply(old_vars, _images(1), *y, train=train, mutable=mutable)
-        new_out = new.apply(new_vars, _images(1), *y, train=train, mutable=mutable)
-        jax.tree.map(np.testing.assert_array_equal, old_out, new_out)
-    # Spectral normalisation adds model state only: the same parameters from the same key.
-    sn_vars = new.clone(spectral_norm=True).init(key, _images(0), *y, train=False)
+    jax.tree.map(np.testing.assert_array_equal, old_outs, new_outs)
+    # Spectral normalisation adds model state only: the same parameters from
+    # the same key (flax's nn.SpectralNorm would store W / sigma at init).
+    sn = new.clone(spectral_norm=True)
+    sn_vars = jax.jit(lambda k, x, *yy: sn.init(k, x, *yy, train=False))(key, _images(0), *y)
     jax.tree.map(np.testing.assert_array_equal, sn_vars["params"], new_vars["params"])
 
 

@@ -32,17 +32,22 @@ Spectral normalisation (``DCGANDiscriminator(spectral_norm=True)``, also on
 :class:`~jgan.models.PatchGANDiscriminator`) divides every convolution and
 dense kernel by an estimate of its largest singular value, a kernel
 ``[kh, kw, in, out]`` taken as the matrix ``[kh·kw·in, out]`` (Miyato et al.,
-sec. 2.1 and appendix A; :class:`SpectralNorm`, flax's ``nn.SpectralNorm``
-except at init). The estimate comes from
-one power iteration per call, started from a vector ``u`` kept in the model
-state (``model_state["batch_stats"]``, beside ``sigma``, the estimate of the
-last training-mode call); ``train=True`` stores the new ``u`` and ``sigma``,
+sec. 2.1 and appendix A; :class:`SpectralNorm` computes what flax's
+``nn.SpectralNorm`` does, except at init). The estimate comes from one power
+iteration per call, started from a vector ``u`` kept in the model state
+(``model_state["batch_stats"]``, beside ``sigma``, the estimate of the last
+training-mode call); ``train=True`` stores the new ``u`` and ``sigma``,
 ``train=False`` iterates from the stored ``u`` without storing it. So a
 spectrally normalised discriminator is stateful
 (``make_apply(module, stateful=True)``, ``make_gan(..., d_stateful=True)``)
-whatever its ``normalization``. Biases, BatchNorm and LayerNorm parameters
-are not normalised, and the parameters are those of the same network without
-spectral normalisation (same names and shapes).
+whatever its ``normalization``. In a ``make_gan`` step each discriminator
+update calls the network twice in training mode (real, then generated
+samples, threading the state) and the generator's pass once more, so ``u``
+takes ``2·d_steps + 1`` iterations per step; under ``unroll=Unrolled(K)`` the
+look-ahead passes read the stored ``u`` and store nothing, leaving
+``2·d_steps``. Biases, BatchNorm and LayerNorm parameters are not
+normalised, and the parameters (names, shapes and initial values) are those
+of the same network without spectral normalisation.
 
 References:
   Radford, Metz, Chintala, "Unsupervised Representation Learning with Deep
