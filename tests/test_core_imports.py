@@ -28,6 +28,7 @@ CORE_MODULES = (
     "jgan",
     "jgan.losses",
     "jgan.penalties",
+    "jgan.augment",
     "jgan.unroll",
     "jgan.objectives",
     "jgan.steps",
