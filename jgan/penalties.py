@@ -32,7 +32,7 @@ import optax
 from jax import lax
 from jax.typing import ArrayLike
 
-from jgan._parallel import pmean_floats
+from jgan._parallel import mark_varying, pmean_floats
 from jgan._validate import check_bool, check_callable, check_in_range, check_int, check_nonnegative
 from jgan.losses import as_logits
 
@@ -504,7 +504,8 @@ class LazyR1(DiscriminatorRegularizer):
             value = lax.cond(
                 inputs.update % self.every == 0,
                 penalty,
-                lambda real: jnp.zeros(zero.shape, zero.dtype),
+                # Typed as the penalty (varying over a shard_map axis, as the parameters are).
+                lambda real: mark_varying(jnp.zeros(zero.shape, zero.dtype), inputs.axis_name),
                 inputs.real,
             )
         return 0.5 * self.gamma * self.every * value, {"r1": value}, inputs.state

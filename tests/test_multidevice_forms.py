@@ -29,7 +29,9 @@ import pytest
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from jgan import models, steps
+from jgan.augment import DiffAugment
 from jgan.objectives import Adversarial, GeneratorInputs, SinkhornDivergence
+from jgan.penalties import LazyR1, LeCam
 
 import test_cyclegan
 from nets import discriminator, generator, mlp_init
@@ -80,7 +82,8 @@ class Config:
     Attributes:
       parts: keywords of ``make_gan`` besides the networks, optimizers and prior.
       nets: ``"plain"`` (the MLPs of tests/nets.py), ``"conditional"`` (the
-        same on one-hot labels) or ``"batchnorm"`` (:class:`BatchNormMLP`, stateful).
+        same on one-hot labels), ``"batchnorm"`` (:class:`BatchNormMLP`,
+        stateful) or ``"image"`` (the MLPs on 4×4×1 images, flattened).
       optimizer: both networks' optimizer.
     """
 
@@ -110,7 +113,13 @@ CONFIGS = {
     "batchnorm_k2": Config(dict(d_steps=2, g_stateful=True, d_stateful=True), nets="batchnorm"),
     "sinkhorn_and_adversarial": Config(
         dict(g_objectives=[Adversarial(), SinkhornDivergence(0.5, epsilon=0.3, iterations=10)])),
+    # Regularisers with a state (LeCam's anchors: global means) and a counter
+    # (LazyR1 on every other update), on DiffAugment's per-image draws.
+    "lecam_lazy_r1_diffaugment_k2": Config(
+        dict(d_steps=2, d_regularizers=[LeCam(0.3, decay=0.9), LazyR1(1.0, every=2)], augment=DiffAugment()),
+        nets="image"),
 }
+SIDE = 4  # The "image" configuration's images: [batch, 4, 4, 1].
 
 
 def _gan(config, axis_name):
@@ -122,6 +131,11 @@ def _gan(config, axis_name):
         g_params, states["g_model_state"] = models.init_model(g_module, jax.random.fold_in(key, 1), jnp.zeros((1, LATENT)))
         d_params, states["d_model_state"] = models.init_model(d_module, jax.random.fold_in(key, 2), jnp.zeros((1, 2)))
         gen, disc = models.make_apply(g_module, stateful=True), models.make_apply(d_module, stateful=True)
+    elif config.nets == "image":
+        g_params = mlp_init(jax.random.fold_in(key, 1), [LATENT, 16, SIDE * SIDE])
+        d_params = mlp_init(jax.random.fold_in(key, 2), [SIDE * SIDE, 16, 1])
+        gen = lambda params, z: jnp.tanh(generator(params, z)).reshape(-1, SIDE, SIDE, 1)  # noqa: E731
+        disc = discriminator  # (nets.mlp flattens its input)
     else:
         labels = CLASSES if config.nets == "conditional" else 0
         g_params = mlp_init(jax.random.fold_in(key, 1), [LATENT + labels, 16, 2])
@@ -139,6 +153,8 @@ def _batches(config):
     batches = []
     for i in range(N_STEPS):
         x = jax.random.normal(jax.random.fold_in(jax.random.key(5), i), (BATCH, 2)) * 0.5 + 1.0
+        if config.nets == "image":
+            x = jnp.tanh(jax.random.normal(jax.random.fold_in(jax.random.key(5), i), (BATCH, SIDE, SIDE, 1)))
         if config.nets == "conditional":
             x = {"x": x, "label": jax.random.randint(jax.random.fold_in(jax.random.key(6), i), (BATCH,), 0, CLASSES)}
         batches.append(jax.tree.map(np.asarray, x))
