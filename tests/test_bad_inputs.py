@@ -30,7 +30,7 @@ from flax import linen as nn
 from flax import nnx
 from jax import lax
 
-from jgan import checkpoint, cyclegan, data, loop, losses, metrics, models, objectives
+from jgan import augment, checkpoint, cyclegan, data, loop, losses, metrics, models, objectives
 from jgan import penalties, presets, steps, unroll
 
 KEY = jax.random.key(0)
@@ -250,6 +250,22 @@ PENALTY_CASES = [
     case(lambda: penalties.R1(NAN), ValueError, "R1 gamma must be >= 0 and finite", "penalties.R1-nan"),
     case(lambda: penalties.R2(True), TypeError, "R2 gamma must be a number", "penalties.R2-bool"),
     case(lambda: penalties.R2(-INF), ValueError, "R2 gamma must be >= 0", "penalties.R2-minus-inf"),
+    case(lambda: penalties.LazyR1(1.0, every=0), ValueError, "LazyR1 every must be >= 1", "penalties.LazyR1-every-zero"),
+    case(lambda: penalties.LazyR1(1.0, every=2.0), TypeError, "LazyR1 every must be a Python int",
+         "penalties.LazyR1-every-float"),
+    case(lambda: penalties.LazyR1(-1.0), ValueError, "LazyR1 gamma must be >= 0", "penalties.LazyR1-gamma-negative"),
+    case(lambda: penalties.LeCam(0.3, decay=1.0), ValueError, "LeCam decay must be in [0.0, 1.0)",
+         "penalties.LeCam-decay-one"),
+    case(lambda: penalties.LeCam(0.3, decay=-0.1), ValueError, "LeCam decay must be in [0.0, 1.0)",
+         "penalties.LeCam-decay-negative"),
+    case(lambda: penalties.LeCam(0.3, decay="0.99"), TypeError, "LeCam decay must be a number",
+         "penalties.LeCam-decay-str"),
+    case(lambda: penalties.LeCam(-0.3), ValueError, "LeCam weight must be >= 0", "penalties.LeCam-weight-negative"),
+    case(lambda: penalties.LeCam(0.3, one_sided="yes"), TypeError, "LeCam one_sided must be a bool",
+         "penalties.LeCam-one_sided-str"),
+    case(lambda: type("Empty", (penalties.DiscriminatorRegularizer,), {})(), TypeError,
+         "Can't instantiate Empty: a DiscriminatorRegularizer implements __call__",
+         "penalties.DiscriminatorRegularizer-subclass-empty"),
 ]
 
 
@@ -361,6 +377,13 @@ def _d_labels(p, x, labels):
     return _d(p, x)
 
 
+class _Crop(augment.Augmentation):
+    """An augmentation that drops features: not the discriminator's input shape."""
+
+    def __call__(self, x, *, key, draw):
+        return x[..., :1]
+
+
 def _gan(**kw):
     args = dict(generator=_g, discriminator=_d, g_optimizer=SGD, d_optimizer=SGD, prior=2)
     args.update(kw)
@@ -413,6 +436,10 @@ MAKE_GAN_CASES = [
     case(lambda: _gan(g_objectives=[objectives.Adversarial(), "sinkhorn"]), TypeError,
          "g_objectives[1] must be a", "steps.make_gan-g_objectives-str-item"),
     case(lambda: _gan(unroll=5), TypeError, "unroll must be a jgan.unroll.Unrolled", "steps.make_gan-unroll-int"),
+    case(lambda: _gan(augment=lambda x: x), TypeError, "augment must be a jgan.augment.Augmentation",
+         "steps.make_gan-augment-function"),
+    case(lambda: _gan(augment="diffaugment"), TypeError, "augment must be a jgan.augment.Augmentation",
+         "steps.make_gan-augment-str"),
     case(lambda: _gan(pack=0), ValueError, "pack must be >= 1", "steps.make_gan-pack-zero"),
     case(lambda: _gan(pack=2.0), TypeError, "pack must be a Python int", "steps.make_gan-pack-float"),
     case(lambda: _gan(pack=True), TypeError, "pack must be a Python int", "steps.make_gan-pack-bool"),
@@ -451,6 +478,18 @@ GAN_CALL_CASES = [
          "g_stateful=True but the state has no g_model_state", "steps.GAN.step-g_model_state-missing"),
     case(lambda: _step(X4, state=_init(_gan())._replace(d_model_state={})), ValueError,
          "The state holds a d_model_state but d_stateful=False", "steps.GAN.step-d_model_state-extra"),
+    case(lambda: _step(X4, state=_init(_gan()), d_regularizers=[penalties.LeCam(0.3)]), ValueError,
+         "This GAN's regularisers keep a state (LeCam) but the state has no d_regularizer_state",
+         "steps.GAN.step-d_regularizer_state-missing"),
+    case(lambda: _step(X4, state=_init(_gan(d_regularizers=[penalties.LeCam(0.3)]))), ValueError,
+         "The state holds a d_regularizer_state but no regulariser of this GAN keeps a state",
+         "steps.GAN.step-d_regularizer_state-extra"),
+    case(lambda: _step(X4, state=_init(_gan(d_regularizers=[penalties.LeCam(0.3)])),
+                       d_regularizers=[penalties.R1(1.0), penalties.LeCam(0.3)]), ValueError,
+         "The state's d_regularizer_state does not fit this GAN's regularisers (R1, LeCam)",
+         "steps.GAN.step-d_regularizer_state-mismatch"),
+    case(lambda: _step(X4, augment=_Crop()), ValueError,
+         "augment (_Crop) must return its input's shape (4, 2), got (4, 1)", "steps.GAN.step-augment-shape"),
     # step: the batch
     case(lambda: _step(a(4, 3)), ValueError, "Generated samples (4, 2) and real samples (4, 3) differ in shape",
          "steps.GAN.step-batch-features"),

@@ -331,3 +331,19 @@ def test_state_of_empty_arrays_only_round_trips(tmp_path):
     checkpoint.save(tmp_path, state, step=1)
     restored, _ = checkpoint.restore(tmp_path, state)
     chex.assert_trees_all_equal(restored, state)
+
+
+def test_a_state_with_regularizer_states_round_trips(tmp_path):
+    """GANState.d_regularizer_state (LeCam's anchors, a stateless R1's None) saves and restores into a fresh state."""
+    from jgan.penalties import LeCam, LeCamState, R1
+
+    gan = steps.make_gan(generator=nets.generator, discriminator=nets.discriminator, g_optimizer=_optimizer(),
+                         d_optimizer=_optimizer(), prior=LATENT, d_regularizers=[LeCam(0.3), R1(1.0)])
+    g_params = nets.mlp_init(jax.random.key(1), [LATENT, 8, 2])
+    d_params = nets.mlp_init(jax.random.key(2), [2, 8, 1])
+    state, _ = gan.step(gan.init(jax.random.key(0), g_params, d_params), _batch(0))
+    assert float(state.d_regularizer_state[0].weight) > 0  # The anchors moved.
+    checkpoint.save(tmp_path, state)
+    restored, _ = checkpoint.restore(tmp_path, gan.init(jax.random.key(7), g_params, d_params))
+    assert isinstance(restored.d_regularizer_state[0], LeCamState) and restored.d_regularizer_state[1] is None
+    _assert_bitwise_equal(restored, state)
