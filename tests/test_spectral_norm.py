@@ -396,3 +396,10 @@ def test_unrolled_passes_leave_the_model_state_frozen(one_step_each):
         np.testing.assert_allclose(new_plain[path][2], sigma3, rtol=1e-4, err_msg=path)
     # The two differ by the generator's pass (the check can fail).
     assert any(not np.allclose(new_plain[p][1], new_unrolled[p][1], atol=1e-6) for p in old if old[p][0].shape[1] > 1)
+
+
+@pytest.mark.parametrize("name", ["dcgan", "projection", "patchgan"])
+def test_spectral_norm_must_be_a_bool(name):
+    module = NETWORKS[name][0](True).clone(spectral_norm="False")  # truthy: would switch it on
+    with pytest.raises(TypeError, match="spectral_norm must be a bool"):
+        module.init(jax.random.key(0), _images(0, batch=1), *_args(name, 1), train=False)

@@ -220,9 +220,11 @@ class ProjectionDiscriminator(nn.Module):
         Raises:
           ValueError: for bad label dtypes or shapes, or concrete labels
             outside ``[0, num_classes)``.
+          TypeError: if ``spectral_norm`` is not a bool.
         """
         labels = check_labels(labels, self.num_classes, batch=x.shape[0])
-        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
+        spectral_norm = _validate.check_bool(self.spectral_norm, "spectral_norm")
+        sn = functools.partial(_spectrally_normalized, spectral_norm=spectral_norm, train=train)
         width = self.features
         h = sn(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT))(x)
         h = nn.leaky_relu(h, _LEAKY_SLOPE)
@@ -234,7 +236,7 @@ class ProjectionDiscriminator(nn.Module):
         self.sow("intermediates", "features", phi)
         psi = sn(nn.Dense(1, kernel_init=_KERNEL_INIT, name="psi"))(phi)[:, 0]
         table = self.param("class_embedding", _KERNEL_INIT, (self.num_classes, width))
-        if self.spectral_norm:
+        if spectral_norm:
             table = _spectrally_normalize(self, "class_embedding", table, update_stats=train)
         projection = jnp.sum(_embed(table, labels).astype(phi.dtype) * phi, axis=-1)
         return psi + projection

@@ -222,10 +222,11 @@ class PatchGANDiscriminator(nn.Module):
 
         Raises:
           ValueError: if ``n_layers < 1``.
-          TypeError: if ``n_layers`` is not an int.
+          TypeError: if ``n_layers`` is not an int or ``spectral_norm`` not a bool.
         """
         _validate.check_int(self.n_layers, "n_layers", minimum=1)
-        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
+        spectral_norm = _validate.check_bool(self.spectral_norm, "spectral_norm")
+        sn = functools.partial(_spectrally_normalized, spectral_norm=spectral_norm, train=train)
         pad = ((1, 1), (1, 1))
         # C64: no instance norm on the input layer.
         h = sn(nn.Conv(self.features, (4, 4), strides=(2, 2), padding=pad, kernel_init=_KERNEL_INIT))(x)

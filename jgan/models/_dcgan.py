@@ -68,6 +68,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jgan import _validate
 from jgan.models._upsample import ConvTranspose
 
 _KERNEL_INIT = nn.initializers.normal(stddev=0.02)
@@ -307,10 +308,15 @@ class DCGANDiscriminator(nn.Module):
 
         Returns:
           logits ``[batch]``.
+
+        Raises:
+          ValueError: for an unknown ``normalization``.
+          TypeError: if ``spectral_norm`` is not a bool.
         """
         if self.normalization not in ("batch", "layer", "none"):
             raise ValueError(f"normalization must be 'batch', 'layer' or 'none', got {self.normalization!r}.")
-        sn = functools.partial(_spectrally_normalized, spectral_norm=self.spectral_norm, train=train)
+        spectral_norm = _validate.check_bool(self.spectral_norm, "spectral_norm")
+        sn = functools.partial(_spectrally_normalized, spectral_norm=spectral_norm, train=train)
         width = self.features
         # The input layer has no BatchNorm or LayerNorm.
         x = sn(nn.Conv(width, (4, 4), strides=(2, 2), padding="SAME", kernel_init=_KERNEL_INIT))(x)
