@@ -5,8 +5,9 @@ describe their networks and train step as a :class:`Program`; :func:`run`
 does the rest the same way for all of them, with the harness's flags,
 resume policy, interrupts and metrics log:
 
-- the input pipeline (``jgan.data.image_dataset``; ``digits`` is offline),
-  resumed at the exact batch after a restart;
+- the input pipeline (``jgan.data.image_dataset``; ``digits`` is offline,
+  the tfds sets download on first use), resumed at the exact batch after a
+  restart;
 - a jitted train step (``jgan.loop.run_steps``, which stops at a non-finite
   update) with a tqdm progress bar;
 - a samples grid PNG every ``sample_every`` steps and at the last
@@ -17,7 +18,10 @@ resume policy, interrupts and metrics log:
 - FID, KID, Inception Score, precision and recall (k = 3) and density and
   coverage (k = 5) in the domain classifier's feature space (``python -m
   examples.train_digits_classifier``) every ``eval_every`` steps and at the
-  last;
+  last, on the offline digits only: on another dataset (MNIST, CIFAR-10,
+  LSUN churches) the digits classifier's features mean nothing, so the run
+  says that these scores are skipped (``summary.json``'s ``"evaluation"``)
+  rather than report them;
 - orbax checkpoints every ``checkpoint_every`` steps and at the last (the
   last ``keep_checkpoints`` kept), and ``summary.json`` at the end.
 
@@ -89,8 +93,10 @@ class RunConfig:
 
     Attributes:
       dataset: the training images: digits (offline), mnist, fashion_mnist,
-        cifar10 (tfds downloads them on first use).
-      image_size: the images' side in pixels.
+        cifar10, lsun/church_outdoor (tfds downloads them on first use;
+        LSUN is 2.4 GB, images only).
+      image_size: the images' side in pixels (LSUN: the shorter side is
+        resized to it and the centre square kept; the DCGAN paper's is 64).
       steps: generator updates.
       batch_size: real images per step.
       seed: seeds initialisation, data order and the sample grid's latents.
@@ -200,10 +206,17 @@ class Evaluator:
     ``k = PRECISION_RECALL_K``, ``density_coverage`` with ``k = DENSITY_COVERAGE_K``).
     """
 
-    def __init__(self, classifier_path: str, reference_images: np.ndarray | None, image_shape: tuple[int, ...]):
+    def __init__(
+        self,
+        classifier_path: str,
+        reference_images: np.ndarray | None,
+        image_shape: tuple[int, ...],
+        *,
+        no_reference: str = "this example has no reference images",
+    ):
         self.reason = None
         if reference_images is None:
-            self.reason = "this example has no reference images"
+            self.reason = no_reference
             return
         if not os.path.isfile(classifier_path):
             self.reason = (
@@ -307,7 +320,8 @@ def run(
         tensorboard=os.path.join(workdir, "tensorboard") if config.tensorboard else None,
     )  # fmt: skip
     reference = program.reference_images
-    evaluator = Evaluator(config.classifier, reference, None if reference is None else reference.shape[1:])
+    evaluator = Evaluator(config.classifier, reference, None if reference is None else reference.shape[1:],
+                          no_reference=no_reference_reason(config))
     if not evaluator.available and show_progress:
         print(f"note: no FID/IS during training: {evaluator.reason}")
     evaluates = evaluator.available and program.generate is not None
@@ -372,6 +386,9 @@ def run(
         "steps": config.steps,
         "config": dataclasses.asdict(config),
         "classifier": config.classifier if evaluator.available else None,
+        "evaluation": None if evaluates else (
+            f"FID/KID/IS and the k-NN metrics skipped: {evaluator.reason or 'this example has no sampler to evaluate'}"
+        ),
         "units": {"kid": KID_UNITS} if evaluates else {},
         "neighbours": (
             {"precision_recall_k": PRECISION_RECALL_K, "density_coverage_k": DENSITY_COVERAGE_K} if evaluates else {}
@@ -433,6 +450,16 @@ def fixed_latents(seed: int, n: int, latent_dim: int) -> jax.Array:
 def reference_images(config: RunConfig) -> np.ndarray | None:
     """The real images FID/KID compare with: the offline digits' training split, else none."""
     return data.digits(split="train", image_size=config.image_size)[0] if config.dataset == "digits" else None
+
+
+def no_reference_reason(config: RunConfig) -> str:
+    """Why a run without reference images is not evaluated, for the note and ``summary.json``."""
+    if config.dataset == "digits":
+        return "this example has no reference images"
+    return (
+        f"the domain classifier is trained on the offline digits; its features say nothing about"
+        f" {config.dataset!r}, so FID/KID/IS are not computed"
+    )
 
 
 def unconditional_program(

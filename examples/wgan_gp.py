@@ -1,4 +1,4 @@
-"""WGAN-GP (Gulrajani et al. 2017) on digits, MNIST, Fashion-MNIST or CIFAR-10.
+"""WGAN-GP (Gulrajani et al. 2017) on digits, MNIST, Fashion-MNIST, CIFAR-10 or LSUN churches.
 
 Algorithm 1 of the paper through ``jgan.presets.wgan_gp()``: n_critic = 5
 critic updates per generator update, each on a fresh real batch, the gradient
@@ -6,13 +6,18 @@ penalty λ = 10 on random interpolates (nested ``jax.grad``), Adam 1e-4 with
 β = (0, 0.9). The critic is ``DCGANDiscriminator(normalization="layer")``: no
 BatchNorm, whose batch statistics would couple the per-example penalty. The
 generator is DCGAN's. Writes what ``examples.dcgan`` writes; the metrics
-log has the critic's Wasserstein estimate and the penalty.
+log has the critic's Wasserstein estimate and the penalty. ``--dataset
+lsun/church_outdoor`` is served as in ``examples.dcgan`` (shorter side
+resized to ``--image-size``, centre square kept; no FID/IS).
 
 Usage::
 
     python -m examples.train_digits_classifier --out runs/digits_classifier  # once, for FID/IS
     python -m examples.wgan_gp --out runs/wgan_gp              # offline digits, 32x32
     python -m examples.wgan_gp --out runs/wgan_gp --resume     # after an interruption
+    # The paper's 64x64 LSUN setting (its released code: batch 64, width 64, 200k generator steps).
+    python -m examples.wgan_gp --out runs/wgan_gp_lsun --dataset lsun/church_outdoor --image-size 64 \
+        --features 64 --batch-size 64 --steps 200000
 """
 
 from __future__ import annotations

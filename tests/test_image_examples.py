@@ -146,3 +146,30 @@ def test_bad_runs_are_refused(tmp_path, capsys):
     # Another example's checkpoints.
     code, err = _exit_code(capsys, conditional_gan.main, ["--out", str(tmp_path / "run"), "--steps", "4", "--resume", *args])
     assert code == 2 and re.search("another model|dcgan", err)
+
+
+def test_dcgan_on_mock_lsun_at_64_writes_its_files_and_skips_the_digit_scores(tmp_path, capsys):
+    """``--dataset lsun/church_outdoor --image-size 64`` on tfds' mock LSUN (random photos, no labels, offline)."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    out = tmp_path / "lsun"
+    args = ["--out", str(out), "--dataset", "lsun/church_outdoor", "--image-size", "64", "--steps", "2",
+            "--classifier", str(tmp_path / "none"), *TINY]  # fmt: skip
+    args.remove("--quiet")  # the note on the skipped scores is printed
+    with tfds.testing.mock_data(num_examples=24):
+        result = dcgan.main(args)
+    assert int(result["state"].step) == 2
+    for name in ("samples.png", "summary.json", "metrics.jsonl", "samples/step_000002.png"):
+        assert (out / name).is_file(), name
+    assert sorted(os.listdir(out / "checkpoints")) == ["2"]
+    lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2]
+    assert all(line["nonfinite"] == 0.0 for line in lines)
+    assert not {"fid", "kid", "inception_score"} & set(lines[-1])  # not reported: meaningless on churches
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["classifier"] is None and summary["units"] == {}
+    assert "skipped" in summary["evaluation"] and "'lsun/church_outdoor'" in summary["evaluation"]
+    assert "trained on the offline digits" in capsys.readouterr().out
+    # The 64x64 networks: the grid is 8 x 8 cells of 64 pixels with one-pixel borders.
+    import matplotlib.image
+
+    assert matplotlib.image.imread(out / "samples.png").shape[:2] == (8 * 65 + 1, 8 * 65 + 1)
