@@ -39,6 +39,8 @@ from jgan.models._cyclegan import PatchGANDiscriminator
 from jgan.models._cyclegan import ResnetBlock
 from jgan.models._cyclegan import ResnetGenerator
 from jgan.models._cyclegan import reflection_pad
+from jgan.models._cyclegan_shared import SharedEncoderTranslator
+from jgan.models._cyclegan_shared import make_shared_generators
 from jgan.models._dcgan import DCGANDiscriminator
 from jgan.models._dcgan import DCGANGenerator
 from jgan.models._inception import FID_WEIGHTS_FILENAME
@@ -81,6 +83,7 @@ __all__ = [
     "make_classifier_fn",
     "make_inception_features",
     "make_nnx_apply",
+    "make_shared_generators",
     "merge_nnx_module",
     "MLPDiscriminator",
     "METZ_HALF_FEATURES",
@@ -94,6 +97,7 @@ __all__ = [
     "ResnetGenerator",
     "save_classifier",
     "save_fid_inception",
+    "SharedEncoderTranslator",
     "split_nnx_module",
     "split_variables",
     "StackedDiscriminator",
