@@ -25,6 +25,7 @@ from nets import discriminator, generator, mlp_init
 LATENT = 3
 BATCH = 8
 SIDE = 4  # Images [batch, 4, 4, 1] for the augmentation tests.
+UNROLLED = Unrolled(1, remat=False)  # One unrolled update: the path, compiled quickly.
 
 
 # ---------------------------------------------------------------------------
@@ -323,8 +324,8 @@ def test_stateless_regularizers_keep_the_state_field_empty_and_subclasses_work_u
 
 
 def test_unrolled_updates_use_the_state_without_updating_it():
-    """With Unrolled(2) the state moves once per discriminator update only (Tally counts d_steps per step)."""
-    gan, state = _points_gan([Tally(), LeCam(0.3)], d_steps=2, unroll=Unrolled(2))
+    """With Unrolled the state moves once per discriminator update only (Tally counts d_steps per step)."""
+    gan, state = _points_gan([Tally(), LeCam(0.3)], d_steps=2, unroll=UNROLLED)
     state, _ = _run(gan, state, [_points(i) for i in range(2)])
     tally = state.d_regularizer_state[0]
     assert int(tally["count"]) == 4 and int(tally["sum"]) == 0 + 1 + 2 + 3
@@ -334,14 +335,19 @@ def test_unrolled_updates_use_the_state_without_updating_it():
 # Augmentation
 
 
-@pytest.mark.parametrize("extra", [{}, {"unroll": Unrolled(2)}], ids=["plain", "unrolled"])
-def test_an_identity_augmentation_gives_the_step_without_augmentation_bit_for_bit(extra):
-    parts = dict(d_steps=2, d_regularizers=[penalties.GradientPenalty(1.0), LeCam(0.3)], **extra)
+@pytest.mark.parametrize("parts", [
+    dict(d_steps=2, d_regularizers=[penalties.GradientPenalty(1.0), LeCam(0.3)]),
+    dict(d_regularizers=[LeCam(0.3)], unroll=UNROLLED),
+], ids=["gradient_penalty_lecam_k2", "unrolled_lecam"])
+def test_an_identity_augmentation_gives_the_step_without_augmentation_bit_for_bit(parts):
     gan, state = _image_gan(**parts)
     augmented_gan, augmented_state = _image_gan(augment=Identity(), **parts)
-    batches = [_images(i) for i in range(2)]
-    expected, expected_history = _run(gan, state, batches)
-    got, history = _run(augmented_gan, augmented_state, batches)
+    both = jax.jit(lambda a, b, batch: (gan.step(a, batch), augmented_gan.step(b, batch)))
+    expected, got, history, expected_history = state, augmented_state, [], []
+    for i in range(2):
+        (expected, expected_metrics), (got, metrics) = both(expected, got, _images(i))
+        expected_history.append(expected_metrics)
+        history.append(metrics)
     for x, y in zip(jax.tree.leaves(jax.random.key_data(got.key)) + jax.tree.leaves(got._replace(key=None)),
                     jax.tree.leaves(jax.random.key_data(expected.key)) + jax.tree.leaves(expected._replace(key=None))):
         np.testing.assert_array_equal(x, y)
@@ -383,7 +389,7 @@ def test_the_generator_gradient_flows_through_the_augmentation():
     assert float(metrics["g_grad_norm"]) > 0
 
 
-@pytest.mark.parametrize("extra", [{}, {"unroll": Unrolled(2)}], ids=["plain", "unrolled"])
+@pytest.mark.parametrize("extra", [{}, {"unroll": UNROLLED}], ids=["plain", "unrolled"])
 def test_a_blackout_augmentation_cuts_the_generator_off(extra):
     """Every discriminator input 0: the generator's gradient is exactly 0 (with Unrolled too: the
     unrolled losses and the surrogate see the augmented batches); the identity gives a non-zero one."""
@@ -393,3 +399,27 @@ def test_a_blackout_augmentation_cuts_the_generator_off(extra):
     gan, state = _image_gan(augment=Identity(), **extra)
     _, metrics = jax.jit(gan.step)(state, _images(0))
     assert float(metrics["g_grad_norm"]) > 1e-4
+
+
+def test_a_relativistic_generator_loss_gets_the_outputs_on_the_augmented_real_batch():
+    """``LossFamily(relativistic=True)``: the step calls ``g_loss(D(aug(G(z))), D(aug(x)))``, rebuilt here by hand."""
+    from jgan.losses import LossFamily
+
+    def d_loss(real_out, fake_out):
+        return jnp.mean(fake_out) - jnp.mean(real_out)
+
+    def g_loss(fake_out, real_out):
+        return jnp.mean(jax.nn.softplus(jnp.mean(real_out) - fake_out))
+
+    augment = Offset(0.5)
+    gan, state = _image_gan(augment=augment, loss=LossFamily(d_loss, g_loss, relativistic=True))
+    real = _images(0)
+    new_state, metrics = jax.jit(gan.step)(state, real)
+    g_key = _step_keys(state, 1)[1]
+    z = jax.random.normal(jax.random.split(g_key)[0], (BATCH, LATENT))
+    fake = augment(_image_generator(state.g_params, z), key=jax.random.fold_in(g_key, steps._AUGMENT_FAKE), draw=_draw)
+    real_aug = augment(real, key=jax.random.fold_in(g_key, steps._AUGMENT_REAL), draw=_draw)
+    d = lambda x: discriminator(new_state.d_params, x)  # noqa: E731
+    expected = float(g_loss(d(fake), d(real_aug)))
+    np.testing.assert_allclose(float(metrics["g_loss"]), expected, rtol=1e-5)
+    assert abs(float(g_loss(d(fake), d(real))) - expected) > 1e-4
