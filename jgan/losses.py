@@ -32,7 +32,7 @@ References:
   Adversarial Networks", 2017 (eq. 2).
   Salimans et al., "Improved Techniques for Training GANs", 2016, §3.4.
   Jolicoeur-Martineau, "The relativistic discriminator: a key element missing
-  from standard GAN", ICLR 2019, §4.
+  from standard GAN", ICLR 2019 (relativistic average GANs).
 """
 
 from __future__ import annotations
@@ -147,8 +147,9 @@ def minimax_discriminator_loss(
     −α log σ(r) − (1 − α) log(1 − σ(r)) = softplus(−r) + (1 − α)·r, and the
     optimal discriminator becomes D*(x) = α·p_data(x) / (p_data(x) + p_g(x)):
     it stops short of certainty on real data. The fake targets stay 0
-    (smoothing them too would give D* = (α p_data + β p_g) / (p_data + p_g),
-    which rewards the generator for samples where p_data is small).
+    (smoothing them to β > 0 would give D* = (α p_data + β p_g) / (p_data + p_g),
+    which leaves samples where p_data ≈ 0 and p_g is large without an
+    incentive to move towards the data).
     ``real_label=1.0`` is the plain loss, computed exactly as before.
 
     Args:
@@ -355,7 +356,7 @@ def least_squares_discriminator_loss(
     reduction: Reduction = "mean",
     real_label: float = 1.0,
 ) -> jax.Array:
-    """The least-squares discriminator loss: ½E(r − b)² + ½E f², b = ``real_label`` = 1.
+    """The least-squares discriminator loss: ½E(r − b)² + ½E f², b = ``real_label`` (default 1).
 
     The optimal discriminator is D*(x) = b·p_data(x) / (p_data(x) + p_g(x))
     (Mao et al., eq. 4 with a = 0), so ``real_label`` b = α < 1 is one-sided
@@ -500,7 +501,7 @@ def relativistic_average_discriminator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaSGAN (Algorithm 2).
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaSGAN.
     """
     return _relativistic_average(
         real_logits, fake_logits, lambda x: jax.nn.softplus(-x), jax.nn.softplus,
@@ -532,7 +533,7 @@ def relativistic_average_generator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaSGAN (Algorithm 2).
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaSGAN.
     """
     return _relativistic_average(
         fake_logits, real_logits, lambda x: jax.nn.softplus(-x), jax.nn.softplus,
@@ -562,7 +563,7 @@ def relativistic_average_least_squares_discriminator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaLSGAN.
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaLSGAN.
     """
     return _relativistic_average(
         real_scores, fake_scores, lambda x: jnp.square(x - 1.0), lambda x: jnp.square(x + 1.0),
@@ -591,7 +592,7 @@ def relativistic_average_least_squares_generator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaLSGAN.
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaLSGAN.
     """
     return _relativistic_average(
         fake_scores, real_scores, lambda x: jnp.square(x - 1.0), lambda x: jnp.square(x + 1.0),
@@ -620,7 +621,7 @@ def relativistic_average_hinge_discriminator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaHingeGAN.
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaHingeGAN.
     """
     return _relativistic_average(
         real_scores, fake_scores, lambda x: jax.nn.relu(1.0 - x), lambda x: jax.nn.relu(1.0 + x),
@@ -649,7 +650,7 @@ def relativistic_average_hinge_generator_loss(
       The loss, a scalar or ``[batch]``.
 
     References:
-      Jolicoeur-Martineau 2019, §4.2, eq. for RaHingeGAN.
+      Jolicoeur-Martineau 2019, the relativistic average GAN losses: RaHingeGAN.
     """
     return _relativistic_average(
         fake_scores, real_scores, lambda x: jax.nn.relu(1.0 - x), lambda x: jax.nn.relu(1.0 + x),
@@ -744,9 +745,9 @@ def one_sided_label_smoothing(
     the generator cannot use). The optimal discriminator becomes
     D*(x) = α·p_data(x) / (p_data(x) + p_g(x)). Only the real side is
     smoothed: smoothing the fake targets to β > 0 would give
-    D* = (α p_data + β p_g) / (p_data + p_g), which does not push the
-    generator away from where p_data is small. The generator's loss is
-    unchanged.
+    D* = (α p_data + β p_g) / (p_data + p_g), which leaves samples where
+    p_data ≈ 0 and p_g is large without an incentive to move towards the
+    data. The generator's loss is unchanged.
 
     Families on logits (``"minimax"``, ``"non_saturating"``,
     ``"maximum_likelihood"``) use ``minimax_discriminator_loss(...,
