@@ -31,6 +31,20 @@ stateful=False)``.
 
 Randomness (the image pool's draws) is a pure function of ``(state.key,
 state.step)``.
+
+Shared generator parameters (``shared_generator_params=True``): G and F may
+share layers, as in the seed notes' shared-encoder variant
+(:class:`jgan.models.SharedEncoderTranslator`, ``G = decoder_b ∘ encoder``,
+``F = decoder_a ∘ encoder``). Then ``state.g_ab_params`` holds the one tree
+both generator functions read (``{"encoder", "decoder_a", "decoder_b"}``)
+and ``state.g_ba_params`` is ``None``; every shared leaf exists once and its
+gradient is the sum of its uses by G and by F (the chain rule for tied
+weights), so the encoder learns from both directions::
+
+    generator_ab, generator_ba = jgan.models.make_shared_generators(translator)
+    state = init_cyclegan_state(key, translator_params, None, d_a, d_b, ...)
+    step = make_cyclegan_train_step(generator_ab=generator_ab, generator_ba=generator_ba,
+                                    ..., shared_generator_params=True)
 """
 
 from __future__ import annotations
@@ -45,7 +59,7 @@ from jax import lax
 
 from jgan import losses as L
 from jgan._parallel import finalize_metrics, gather_rows, local_rows, mark_varying, pmean_floats
-from jgan._validate import check_callable, check_int, check_mapped_axis, check_nonnegative, check_optimizer
+from jgan._validate import check_bool, check_callable, check_int, check_mapped_axis, check_nonnegative, check_optimizer
 
 __all__ = [
     "CycleGANState",
@@ -63,8 +77,10 @@ class CycleGANState(NamedTuple):
       step: ``[]`` int32, the number of steps taken.
       key: the PRNG key; the draws of step ``s`` derive from
         ``fold_in(key, s)``, so the key itself never changes.
-      g_ab_params: G's parameters (domain A to B).
-      g_ba_params: F's parameters (domain B to A).
+      g_ab_params: G's parameters (domain A to B); with shared generator
+        parameters, the one tree G and F both read.
+      g_ba_params: F's parameters (domain B to A); ``None`` with shared
+        generator parameters.
       d_a_params: D_A's parameters (real A against F(b)).
       d_b_params: D_B's parameters (real B against G(a)).
       g_opt_state: the generators' optimizer state, of ``g_optimizer`` over
@@ -112,8 +128,10 @@ def init_cyclegan_state(
 
     Args:
       key: PRNG key for every draw of training (the image pool's).
-      g_ab_params: G's initial parameters (A to B).
-      g_ba_params: F's initial parameters (B to A).
+      g_ab_params: G's initial parameters (A to B); for a step with
+        ``shared_generator_params=True``, the one tree of both generators.
+      g_ba_params: F's initial parameters (B to A); ``None`` for a step with
+        ``shared_generator_params=True``.
       d_a_params: D_A's initial parameters.
       d_b_params: D_B's initial parameters.
       g_optimizer: the generators' optax transformation (the same object as
@@ -216,6 +234,7 @@ def make_cyclegan_train_step(
     loss: str | tuple[Callable, Callable] = "least_squares",
     pool_size: int = 0,
     axis_name: str | None = None,
+    shared_generator_params: bool = False,
 ) -> Callable[[CycleGANState, dict[str, jax.Array]], tuple[CycleGANState, dict[str, jax.Array]]]:
     """Builds a CycleGAN train step ``(state, batch) -> (state, metrics)``.
 
@@ -266,6 +285,12 @@ def make_cyclegan_train_step(
       axis_name: the mapped axis of ``jax.pmap`` / ``shard_map``: gradients
         and metrics are averaged across it (data parallelism; the batch is
         split across devices).
+      shared_generator_params: G and F read one parameter tree,
+        ``state.g_ab_params`` (``state.g_ba_params`` is ``None``): both
+        ``generator_ab`` and ``generator_ba`` are called with it, and the
+        gradients of a leaf both use (a shared encoder's) add up. The
+        generators' optimizer then runs over ``(g_ab_params, None)``. See the
+        module docstring and :func:`jgan.models.make_shared_generators`.
 
     Returns:
       ``train_step(state, batch) -> (new_state, metrics)`` with ``batch`` a
@@ -284,8 +309,10 @@ def make_cyclegan_train_step(
       ValueError / TypeError: here for bad hyper-parameters; at trace time for
       a bad batch, generators whose outputs do not have the target domain's
       image shape, identity loss on domains of different shapes, a
-      discriminator output without the batch axis, or a state whose pools do
-      not match ``pool_size``.
+      discriminator output without the batch axis, a state whose pools do
+      not match ``pool_size``, or a state whose ``g_ba_params`` is ``None``
+      where ``shared_generator_params`` is off, or is not ``None`` where it
+      is on.
 
     References:
       Zhu, Park, Isola, Efros, "Unpaired Image-to-Image Translation using
@@ -306,6 +333,7 @@ def make_cyclegan_train_step(
     identity_weight = check_nonnegative(identity_weight, "identity_weight")
     adversarial_weight = check_nonnegative(adversarial_weight, "adversarial_weight")
     pool_size = _check_pool_size(pool_size)
+    shared_generator_params = check_bool(shared_generator_params, "shared_generator_params")
 
     def outputs(disc, params, x, what):
         out = jnp.asarray(disc(params, x))
@@ -330,6 +358,8 @@ def make_cyclegan_train_step(
 
     def g_objective(g_params, d_params, a, b):
         g_ab, g_ba = g_params
+        if shared_generator_params:
+            g_ba = g_ab  # One tree read by both: its gradient sums G's and F's uses.
         d_a, d_b = d_params
         fake_b = translate(generator_ab, g_ab, a, b, "generator_ab (G: A -> B)")
         fake_a = translate(generator_ba, g_ba, b, a, "generator_ba (F: B -> A)")
@@ -386,6 +416,7 @@ def make_cyclegan_train_step(
         check_mapped_axis(axis_name, "The CycleGAN step")
         a, b = _split_batch(batch)
         _check_pools(state, a, b, pool_size)
+        _check_generator_params(state, shared_generator_params)
 
         g_params = (state.g_ab_params, state.g_ba_params)
         d_params = (state.d_a_params, state.d_b_params)
@@ -450,6 +481,20 @@ def _split_batch(batch: Any) -> tuple[jax.Array, jax.Array]:
         if x.shape[0] == 0:
             raise ValueError(f"batch[{name!r}] is empty (shape {x.shape}).")
     return a, b
+
+
+def _check_generator_params(state: CycleGANState, shared: bool) -> None:
+    if shared and state.g_ba_params is not None:
+        raise ValueError(
+            "The step has shared_generator_params=True: state.g_ab_params holds the one tree both"
+            " generators read and state.g_ba_params must be None, got a"
+            f" {type(state.g_ba_params).__name__}: init_cyclegan_state(key, params, None, ...)."
+        )
+    if not shared and state.g_ba_params is None:
+        raise ValueError(
+            "state.g_ba_params is None (one generator tree for both directions): build the step"
+            " with make_cyclegan_train_step(..., shared_generator_params=True)."
+        )
 
 
 def _check_pools(state: CycleGANState, a: jax.Array, b: jax.Array, pool_size: int) -> None:
