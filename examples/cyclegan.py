@@ -27,6 +27,13 @@ Datasets:
   are resized to ``image_size * 286 / 256`` and randomly cropped and flipped,
   as in the paper.
 
+``--shared-encoder`` trains the seed notes' variant (sec. 6.1) instead of two
+separate generators: one encoder (``c7s1-f, d2f, d4f`` and the first
+``n_blocks // 2`` residual blocks) shared by both directions and a decoder per
+domain (the other residual blocks, ``u2f, uf, c7s1``),
+``jgan.models.SharedEncoderTranslator``; its state's ``g_ab_params`` holds
+``{"encoder", "decoder_a", "decoder_b"}`` and ``g_ba_params`` is ``None``.
+
 There is no FID for CycleGAN; the samples grid (``samples.png``,
 ``samples/``) shows, for 8 fixed test images of each domain (the same at every
 step and after a resume), one row each of ``a, G(a), F(G(a)), b, F(b),
@@ -37,6 +44,7 @@ Usage::
 
     python -m examples.cyclegan --out runs/cyclegan              # digits <-> inverted digits, 32x32
     python -m examples.cyclegan --out runs/cyclegan --resume     # after an interruption
+    python -m examples.cyclegan --out runs/cyclegan_shared --shared-encoder   # one encoder, two decoders
     python -m examples.cyclegan --out runs/horse2zebra --dataset cycle_gan/horse2zebra \\
         --image-size 256 --features 64 --n-blocks 9 --d-features 64 --batch-size 1 --steps 266800
 
@@ -102,6 +110,9 @@ class Config(program_lib.RunConfig):
         steps, then decay it linearly to 0.
       random_jitter: cycle_gan sets only: resize to 286/256 of the size,
         random crop and flip.
+      shared_encoder: the seed notes' variant: G and F share one encoder
+        (c7s1, d2f, d4f and the first n_blocks // 2 residual blocks) and each
+        domain has its own decoder (jgan.models.SharedEncoderTranslator).
     """
 
     dataset: str = OFFLINE_DATASET
@@ -122,6 +133,7 @@ class Config(program_lib.RunConfig):
     beta1: float = 0.5
     linear_decay: bool = True
     random_jitter: bool = True
+    shared_encoder: bool = False
 
     def validate(self) -> None:
         """Raises ``ValueError`` for settings that cannot work."""
@@ -213,19 +225,19 @@ def grid_images(config: Config) -> tuple[np.ndarray, np.ndarray]:
     return batch["a"], batch["b"]
 
 
-def with_translation_error(train_step, generator, *, a: np.ndarray, b: np.ndarray, every: int, last: int):
+def with_translation_error(train_step, translators, *, a: np.ndarray, b: np.ndarray, every: int, last: int):
     """Adds the offline task's translation errors to the metrics of the steps ``run`` logs.
 
     ``translation_error_ab`` = mean |G(a) − invert(a)| and ``translation_error_ba``
     = mean |F(b) − invert(b)| over the held-out ``a`` and ``b``, with the
-    parameters after the step. A ``lax.cond`` computes them only on the
-    steps the harness logs (the first, multiples of ``every`` and ``last``);
-    other steps report 0.
+    parameters after the step (``translators(state) -> (G, F)``). A
+    ``lax.cond`` computes them only on the steps the harness logs (the first,
+    multiples of ``every`` and ``last``); other steps report 0.
     """
 
     def errors(state):
-        fake_b = generator(state.g_ab_params, a)
-        fake_a = generator(state.g_ba_params, b)
+        g, f = translators(state)
+        fake_b, fake_a = g(a), f(b)
         return jnp.mean(jnp.abs(fake_b - invert(a))), jnp.mean(jnp.abs(fake_a - invert(b)))
 
     def step(state, batch):
@@ -243,9 +255,20 @@ def build(config: Config) -> program_lib.Program:
     offline = config.dataset == OFFLINE_DATASET
     channels = 1 if offline else 3
     shape = (config.image_size, config.image_size, channels)
-    generator_module = models.ResnetGenerator(channels=channels, features=config.features, n_blocks=config.n_blocks)
     discriminator_module = models.PatchGANDiscriminator(features=config.d_features, n_layers=config.d_layers)
-    generator = models.make_apply(generator_module, stateful=False)
+    if config.shared_encoder:  # One tree {"encoder", "decoder_a", "decoder_b"} in g_ab_params, read by G and F.
+        generator_module = models.SharedEncoderTranslator(
+            channels=channels, features=config.features, n_blocks=config.n_blocks)
+        generator_ab, generator_ba = models.make_shared_generators(generator_module)
+    else:
+        generator_module = models.ResnetGenerator(channels=channels, features=config.features, n_blocks=config.n_blocks)
+        generator_ab = generator_ba = models.make_apply(generator_module, stateful=False)
+
+    def translators(state):
+        """``(G, F)``, each ``images -> images``, of the state's parameters."""
+        g_ba_params = state.g_ab_params if config.shared_encoder else state.g_ba_params
+        return (lambda x: generator_ab(state.g_ab_params, x)), (lambda x: generator_ba(g_ba_params, x))
+
     discriminator = models.make_apply(discriminator_module, stateful=False)
     optimizer = optax.adam(learning_rate_schedule(config), b1=config.beta1, b2=0.999)
 
@@ -253,7 +276,7 @@ def build(config: Config) -> program_lib.Program:
         keys = jax.random.split(key, 5)
         image = jnp.zeros((1, *shape))
         g_ab, _ = models.init_model(generator_module, keys[0], image)
-        g_ba, _ = models.init_model(generator_module, keys[1], image)
+        g_ba = None if config.shared_encoder else models.init_model(generator_module, keys[1], image)[0]
         d_a, _ = models.init_model(discriminator_module, keys[2], image)
         d_b, _ = models.init_model(discriminator_module, keys[3], image)
         return cyclegan.init_cyclegan_state(
@@ -262,15 +285,16 @@ def build(config: Config) -> program_lib.Program:
         )  # fmt: skip
 
     train_step = cyclegan.make_cyclegan_train_step(
-        generator_ab=generator, generator_ba=generator, discriminator_a=discriminator, discriminator_b=discriminator,
-        g_optimizer=optimizer, d_optimizer=optimizer, loss="least_squares",
+        generator_ab=generator_ab, generator_ba=generator_ba, discriminator_a=discriminator,
+        discriminator_b=discriminator, g_optimizer=optimizer, d_optimizer=optimizer, loss="least_squares",
         cycle_weight=config.cycle_weight, identity_weight=config.identity_weight,
         adversarial_weight=config.adversarial_weight, pool_size=config.pool_size,
+        shared_generator_params=config.shared_encoder,
     )  # fmt: skip
     if offline:
         test_a, test_b = offline_domains("test", config.image_size)
         train_step = with_translation_error(
-            train_step, generator, a=test_a[:TRANSLATION_EVAL_IMAGES], b=test_b[:TRANSLATION_EVAL_IMAGES],
+            train_step, translators, a=test_a[:TRANSLATION_EVAL_IMAGES], b=test_b[:TRANSLATION_EVAL_IMAGES],
             every=config.log_every, last=config.steps,
         )  # fmt: skip
 
@@ -278,9 +302,9 @@ def build(config: Config) -> program_lib.Program:
 
     @jax.jit
     def translate_both_ways(state, a, b):
-        fake_b = generator(state.g_ab_params, a)
-        fake_a = generator(state.g_ba_params, b)
-        columns = (a, fake_b, generator(state.g_ba_params, fake_b), b, fake_a, generator(state.g_ab_params, fake_a))
+        g, f = translators(state)
+        fake_b, fake_a = g(a), f(b)
+        columns = (a, fake_b, f(fake_b), b, fake_a, g(fake_a))
         return jnp.stack(columns, axis=1).reshape(-1, *shape)  # row i: a_i, G(a_i), F(G(a_i)), b_i, F(b_i), G(F(b_i))
 
     return program_lib.Program(

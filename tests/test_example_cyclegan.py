@@ -270,3 +270,57 @@ def test_runs_and_resumes_without_an_image_pool(tmp_path):
     first = cg.main([*no_pool, "--steps", "2", "--out", str(tmp_path)])
     resumed = cg.main([*no_pool, "--steps", "4", "--out", str(tmp_path), "--resume"])
     assert first["state"].pool_a.shape[0] == 0 and int(resumed["state"].step) == 4
+
+
+# ---------------------------------------------------------------------------
+# --shared-encoder: the seed notes' variant, one encoder and a decoder per domain.
+
+
+@pytest.fixture(scope="module")
+def shared_run(tmp_path_factory):
+    """N steps of the shared-encoder translator: (output directory, what main returned)."""
+    out = tmp_path_factory.mktemp("shared")
+    return out, cg.main([*TINY, "--shared-encoder", "--steps", str(N), "--out", str(out)])
+
+
+def _resnet_params(params, decoder):
+    """The translator's G (decoder_b) or F (decoder_a) as ResnetGenerator parameters (no learned norms here)."""
+    return {**params["encoder"], **params[decoder]}
+
+
+def test_shared_encoder_run(shared_run):
+    out, result = shared_run
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["shared_encoder"] is True
+    assert [r["step"] for r in _records(out)] == [1, N]
+    state = result["state"]
+    assert state.g_ba_params is None and set(state.g_ab_params) == {"encoder", "decoder_a", "decoder_b"}
+    config, _ = harness.parse_config(cg.Config, [*TINY, "--shared-encoder", "--out", "unused"], description="")
+    before = cg.build(config).init(jax.random.key(config.seed))
+    for name in ("g_ab_params", "d_a_params", "d_b_params"):  # every leaf, the shared encoder's included
+        changed = jax.tree.map(lambda x, y: bool(jnp.any(x != y)), getattr(before, name), getattr(state, name))
+        assert all(jax.tree.leaves(changed)), (name, changed)
+        chex.assert_tree_all_finite(getattr(state, name))
+
+    # The logged translation errors are those of two ResnetGenerators holding the one encoder.
+    images, _ = data.digits(split="test", image_size=SIZE)
+    a, b = images[0::2][: cg.TRANSLATION_EVAL_IMAGES], -images[1::2][: cg.TRANSLATION_EVAL_IMAGES]
+    generator = models.make_apply(models.ResnetGenerator(channels=1, features=4, n_blocks=1), stateful=False)
+    g_params, f_params = _resnet_params(state.g_ab_params, "decoder_b"), _resnet_params(state.g_ab_params, "decoder_a")
+    final = result["final_metrics"]
+    np.testing.assert_allclose(final["translation_error_ab"], np.mean(np.abs(generator(g_params, a) + a)), rtol=1e-5)
+    np.testing.assert_allclose(final["translation_error_ba"], np.mean(np.abs(generator(f_params, b) + b)), rtol=1e-5)
+
+    # The checkpoint (g_ba_params None) restores to the final state.
+    restored, meta = checkpoint.restore(out / "checkpoints", before)
+    chex.assert_trees_all_equal(_raw(restored), _raw(state))
+    assert meta["settings"]["shared_encoder"] is True  # a resume must use the same form
+
+
+def test_shared_encoder_cannot_resume_a_standard_run(straight_run, tmp_path, capsys):
+    out = tmp_path / "copy"
+    shutil.copytree(straight_run[0], out)
+    with pytest.raises(SystemExit) as raised:
+        cg.main([*TINY, "--shared-encoder", "--steps", str(2 * N), "--out", str(out), "--resume"])
+    assert raised.value.code == 2
+    assert "error:" in capsys.readouterr().err
