@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from examples import _harness as harness
-from jgan import data, loop, metrics, models, parallel
+from jgan import augment, data, losses, loop, metrics, models, parallel, penalties
 from jgan import steps as jgan_steps
 
 DEFAULT_CLASSIFIER = os.path.join("runs", "digits_classifier", "classifier.msgpack")
@@ -158,17 +158,51 @@ class GANConfig(RunConfig):
       ema_decay: keep an exponential moving average of the generator's weights
         with this decay, and draw the grids and the evaluated samples from it
         (none: the raw weights).
+      loss: the loss family (a name of ``jgan.losses.LOSS_FAMILIES``, e.g.
+        hinge or relativistic_average); none: the recipe's.
+      spectral_norm: spectrally normalise every weight of the discriminator
+        (Miyato et al. 2018; its power-iteration vectors are model state).
+      diff_augment: DiffAugment (colour, translation, cutout) on every image
+        the discriminator sees (Zhao et al. 2020).
+      lecam: LeCam regularisation of the discriminator with this weight
+        (Tseng et al. 2021); none: off.
     """
 
     latent_dim: int = 100
     features: int = 16
     learning_rate: float = 2e-4
     ema_decay: float | None = None
+    loss: str | None = None
+    spectral_norm: bool = False
+    diff_augment: bool = False
+    lecam: float | None = None
 
     def validate(self) -> None:
         super().validate()
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"--ema-decay must be in [0, 1) or none, got {self.ema_decay!r}.")
+        if self.loss is not None and self.loss not in losses.LOSS_FAMILIES:
+            raise ValueError(f"--loss must be one of {sorted(losses.LOSS_FAMILIES)} or none, got {self.loss!r}.")
+        if self.lecam is not None and not self.lecam >= 0.0:
+            raise ValueError(f"--lecam must be >= 0 or none, got {self.lecam!r}.")
+
+
+def with_training_aids(config: GANConfig, gan_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``gan_kwargs`` (a recipe's ``make_gan`` keywords) with the run's training aids as parts.
+
+    ``--loss`` replaces the recipe's loss family, ``--diff-augment`` adds
+    ``augment=DiffAugment()`` and ``--lecam`` appends ``LeCam(weight)`` to
+    the discriminator's regularisers. ``--spectral-norm`` is the
+    discriminator module's own attribute (each example builds it).
+    """
+    kwargs = dict(gan_kwargs)
+    if config.loss is not None:
+        kwargs["loss"] = config.loss
+    if config.diff_augment:
+        kwargs["augment"] = augment.DiffAugment()
+    if config.lecam is not None:
+        kwargs["d_regularizers"] = (*kwargs.get("d_regularizers", ()), penalties.LeCam(config.lecam))
+    return kwargs
 
 
 def image_grid(images: np.ndarray, columns: int) -> np.ndarray:
@@ -484,6 +518,7 @@ def unconditional_program(
     spec = data.image_dataset_spec(config.dataset, image_size=config.image_size)
     if "x" not in spec.keys:
         raise ValueError(f"{config.dataset!r} is an unpaired two-domain dataset; use python -m examples.cyclegan.")
+    gan_kwargs = with_training_aids(config, gan_kwargs)
     d_steps = gan_kwargs.get("d_steps", 1)
     gan = jgan_steps.make_gan(
         generator=models.make_apply(generator, stateful=True),

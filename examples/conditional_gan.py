@@ -48,13 +48,16 @@ def build(config: Config) -> program_lib.Program:
     generator = models.ConditionalDCGANGenerator(
         image_size=height, num_classes=classes, channels=channels, features=config.features
     )
-    discriminator = models.ProjectionDiscriminator(num_classes=classes, features=config.features)
+    discriminator = models.ProjectionDiscriminator(
+        num_classes=classes, features=config.features, spectral_norm=config.spectral_norm
+    )
     g_eval = models.make_apply(generator, stateful=True, train=False)
     gan = steps.make_gan(
         generator=models.make_apply(generator, stateful=True),
         discriminator=models.make_apply(discriminator, stateful=True),
         prior=config.latent_dim, g_stateful=True, d_stateful=True, sample_generator=g_eval,
-        ema_decay=config.ema_decay, **presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
+        ema_decay=config.ema_decay,
+        **program_lib.with_training_aids(config, presets.dcgan(learning_rate=config.learning_rate).gan_kwargs()),
     )  # fmt: skip
 
     def init(key):

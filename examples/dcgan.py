@@ -53,7 +53,7 @@ def build(config: Config) -> program_lib.Program:
     return program_lib.unconditional_program(
         config,
         generator=models.DCGANGenerator(image_size=height, channels=channels, features=config.features),
-        discriminator=models.DCGANDiscriminator(features=config.features),
+        discriminator=models.DCGANDiscriminator(features=config.features, spectral_norm=config.spectral_norm),
         d_stateful=True,
         gan_kwargs=presets.dcgan(learning_rate=config.learning_rate).gan_kwargs(),
     )

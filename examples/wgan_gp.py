@@ -60,8 +60,10 @@ def build(config: Config) -> program_lib.Program:
     return program_lib.unconditional_program(
         config,
         generator=models.DCGANGenerator(image_size=height, channels=channels, features=config.features),
-        discriminator=models.DCGANDiscriminator(features=config.features, normalization="layer"),
-        d_stateful=False,
+        discriminator=models.DCGANDiscriminator(
+            features=config.features, normalization="layer", spectral_norm=config.spectral_norm
+        ),
+        d_stateful=config.spectral_norm,  # the power-iteration vectors are model state
         gan_kwargs=preset.gan_kwargs(),
     )
 

@@ -321,6 +321,12 @@ def make_cyclegan_train_step(
       Mao et al., "Least Squares Generative Adversarial Networks", ICCV 2017.
     """
     family = L.loss_family(loss)
+    if family.relativistic:
+        raise ValueError(
+            "loss: a relativistic family compares with the other batch's mean outputs, which the"
+            " CycleGAN step does not pass to the generators' loss; use least_squares (the"
+            " paper's), non_saturating, hinge or wasserstein."
+        )
     for name, fn in (("generator_ab", generator_ab), ("generator_ba", generator_ba)):
         check_callable(fn, name, "(params, x) -> y")
     for name, fn in (("discriminator_a", discriminator_a), ("discriminator_b", discriminator_b)):

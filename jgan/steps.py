@@ -562,7 +562,10 @@ def make_gan(
         check_instance(
             augment, "augment", Augmentation, "a jgan.augment.Augmentation (e.g. DiffAugment()) or None"
         )
-    relativistic = bool(getattr(family, "relativistic", False))
+    relativistic = family.relativistic
+    # A relativistic loss compares with the other batch's mean: under a mapped
+    # axis, the mean over every device's rows (as on one device).
+    batch_means = {"axis_name": axis_name} if relativistic and axis_name is not None else {}
     pack = check_int(pack, "pack", minimum=1, static=True)
     if ema_decay is not None:
         ema_decay = check_in_range(ema_decay, "ema_decay", 0.0, 1.0)
@@ -612,7 +615,7 @@ def make_gan(
         fake_out, d_mstate = discriminate(d_params, d_mstate, fake_in, y)
         real_out = _check_output(real_out, real_in.shape[0], "real")
         fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
-        adversarial = family.d_loss(real_out, fake_out)
+        adversarial = family.d_loss(real_out, fake_out, **batch_means)
         metrics = {"d_loss": adversarial}
         if family.on_logits:
             metrics["d_real"] = jnp.mean(jax.nn.sigmoid(real_out))
@@ -694,7 +697,7 @@ def make_gan(
             fake_out, d_mstate = discriminate(d_params, d_mstate, fake_in, y)
             fake_out = _check_output(fake_out, fake_in.shape[0], "generated")
             if relativistic:
-                adversarial = g_loss = family.g_loss(fake_out, real_out)
+                adversarial = g_loss = family.g_loss(fake_out, real_out, **batch_means)
             else:
                 adversarial = g_loss = family.g_loss(fake_out)
         else:

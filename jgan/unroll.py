@@ -268,7 +268,7 @@ class Unrolled:
         )
         fake_out = discriminate(d_params_k, fake)
         real_out = discriminate(d_params_k, real)
-        if getattr(family, "relativistic", False):
+        if family.relativistic:
             mapped = {} if axis_name is None else {"axis_name": axis_name}
             g_loss = family.g_loss(fake_out, real_out, **mapped)
             d_term = family.d_loss(real_out, lax.stop_gradient(fake_out), **mapped)

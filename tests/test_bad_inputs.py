@@ -745,6 +745,8 @@ CYCLEGAN_CASES = [
     case(lambda: _cyclegan(adversarial_weight=True), TypeError, "adversarial_weight must be a number",
          "cyclegan.make_cyclegan_train_step-adversarial_weight-bool"),
     case(lambda: _cyclegan(loss="cycle"), ValueError, "Unknown loss 'cycle'", "cyclegan.make_cyclegan_train_step-loss"),
+    case(lambda: _cyclegan(loss="relativistic_average"), ValueError, "a relativistic family",
+         "cyclegan.make_cyclegan_train_step-loss-relativistic"),
     case(lambda: _cyclegan(pool_size=-1), ValueError, "pool_size must be >= 0",
          "cyclegan.make_cyclegan_train_step-pool_size-negative"),
     case(lambda: _cyclegan(pool_size=2.5), TypeError, "pool_size must be a Python int",

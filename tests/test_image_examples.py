@@ -36,9 +36,10 @@ def _learned(state):
 
 
 @pytest.mark.parametrize("example, extra", [
-    (dcgan, []),
-    (wgan_gp, ["--n-critic", "2"]),
-    (conditional_gan, ["--ema-decay", "0.5"]),
+    # The training aids ride along (README "Training aids"): each run checks its parts below.
+    (dcgan, ["--diff-augment"]),
+    (wgan_gp, ["--n-critic", "2", "--spectral-norm"]),
+    (conditional_gan, ["--ema-decay", "0.5", "--spectral-norm", "--loss", "hinge", "--lecam", "0.1"]),
 ])
 def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extra):
     out = tmp_path / "run"
@@ -63,6 +64,13 @@ def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extr
     assert summary["neighbours"] == {"precision_recall_k": 3, "density_coverage_k": 5}
     assert scores <= set(summary["final_metrics"])
     assert sorted(os.listdir(out / "checkpoints")) == ["2"]
+    state = result["state"]
+    if "--spectral-norm" in extra:  # The power-iteration vectors are the discriminator's model state.
+        leaves = jax.tree_util.tree_leaves_with_path(state.d_model_state)
+        u = [path for path, _ in leaves if str(path[-1].key).split("/")[-1] == "u"]
+        assert u, state.d_model_state
+    if "--lecam" in extra:  # LeCam's anchors live in the state and its term is logged.
+        assert state.d_regularizer_state is not None and "lecam" in lines[-1]
     if example is conditional_gan:  # One row per class in the grid: 10 rows of 8.
         import matplotlib.image
 
@@ -77,6 +85,20 @@ def test_example_runs_and_writes_its_outputs(tmp_path, classifier, example, extr
         as_raw = state._replace(g_params=state.g_ema_params, g_ema_params=None)
         np.testing.assert_array_equal(with_ema, np.asarray(program.sample_grid(as_raw)[0]))
         assert not np.allclose(with_ema, np.asarray(program.sample_grid(state._replace(g_ema_params=None))[0]))
+
+
+def test_training_aids_become_parts():
+    from jgan import augment, penalties, presets
+
+    recipe = presets.wgan_gp().gan_kwargs()
+    config = wgan_gp.Config(loss="relativistic_average_hinge", diff_augment=True, lecam=0.3)
+    kwargs = program_lib.with_training_aids(config, recipe)
+    assert kwargs["loss"] == "relativistic_average_hinge" and recipe["loss"] == "wasserstein"
+    assert kwargs["augment"] == augment.DiffAugment()
+    assert kwargs["d_regularizers"] == (*recipe["d_regularizers"], penalties.LeCam(0.3))
+    assert program_lib.with_training_aids(wgan_gp.Config(), recipe) == recipe  # Off by default.
+    with pytest.raises(ValueError, match="--lecam must be >= 0"):
+        wgan_gp.Config(lecam=-1.0).validate()
 
 
 def test_evaluator_on_real_images(classifier):
@@ -127,6 +149,9 @@ def test_bad_runs_are_refused(tmp_path, capsys):
     # An unknown dataset: a usage error before anything runs.
     code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--dataset", "imagenet", *args])
     assert code == 2 and "Unknown dataset 'imagenet'" in err
+    # An unknown loss family.
+    code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), "--loss", "nonsense", *args])
+    assert code == 2 and "--loss must be one of" in err
     # Too few generated images for precision and recall's k = 3 neighbours.
     code, err = _exit_code(capsys, dcgan.main, ["--out", str(tmp_path / "x"), *args, "--eval-samples", "3"])
     assert code == 2 and "--eval-samples must be >= 4" in err

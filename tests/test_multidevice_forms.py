@@ -114,10 +114,15 @@ CONFIGS = {
     "sinkhorn_and_adversarial": Config(
         dict(g_objectives=[Adversarial(), SinkhornDivergence(0.5, epsilon=0.3, iterations=10)])),
     # Regularisers with a state (LeCam's anchors: global means) and a counter
-    # (LazyR1 on every other update), on DiffAugment's per-image draws.
-    "lecam_lazy_r1_diffaugment_k2": Config(
-        dict(d_steps=2, d_regularizers=[LeCam(0.3, decay=0.9), LazyR1(1.0, every=2)], augment=DiffAugment()),
-        nets="image"),
+    # (LazyR1 on every other update), on DiffAugment's per-image draws, in a
+    # relativistic game (each side compared with the other batch's global mean).
+    # SGD: a relativistic loss is blind to D's output bias, whose gradient is 0
+    # on one device and float noise across devices, which Adam would blow up
+    # to a step of the learning rate's size.
+    "relativistic_lecam_lazy_r1_diffaugment_k2": Config(
+        dict(d_steps=2, loss="relativistic_average", augment=DiffAugment(),
+             d_regularizers=[LeCam(0.3, decay=0.9), LazyR1(1.0, every=2)]),
+        nets="image", optimizer=optax.sgd(0.05)),
 }
 SIDE = 4  # The "image" configuration's images: [batch, 4, 4, 1].
 
