@@ -109,6 +109,46 @@ class ResnetBlock(nn.Module):
         return x + _instance_norm(self.norm_affine)(h)
 
 
+# The generator's layers as functions called inside a module's ``nn.compact``
+# method (the layers are that module's, under these names), shared with the
+# shared-encoder variant (jgan/models/_cyclegan_shared.py).
+
+
+def encoder_layers(x: jax.Array, features: int, blocks: int, norm_affine: bool) -> jax.Array:
+    """``c7s1-f, d2f, d4f, R4f x blocks``: images ``[b, h, w, c]`` to features ``[b, h/4, w/4, 4f]``."""
+    f = features
+    h = nn.Conv(f, (7, 7), padding="VALID", use_bias=False, kernel_init=_KERNEL_INIT, name="c7s1")(reflection_pad(x, 3))
+    h = nn.relu(_instance_norm(norm_affine)(h))
+    for i, width in enumerate((2 * f, 4 * f)):
+        h = nn.Conv(
+            width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
+            kernel_init=_KERNEL_INIT, name=f"down_{i}",
+        )(h)
+        h = nn.relu(_instance_norm(norm_affine)(h))
+    for i in range(blocks):
+        h = ResnetBlock(norm_affine, name=f"res_{i}")(h)
+    return h
+
+
+def decoder_layers(
+    h: jax.Array, channels: int, features: int, blocks: range, norm_affine: bool, upsample_method: str
+) -> jax.Array:
+    """``R4f`` for each index in ``blocks`` (named ``res_i``), ``u2f, uf, c7s1-channels, tanh``: features to images."""
+    f = features
+    for i in blocks:
+        h = ResnetBlock(norm_affine, name=f"res_{i}")(h)
+    for i, width in enumerate((2 * f, f)):
+        # PyTorch's ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1):
+        # pad the dilated input by (k - 1 - padding, k - 1 - padding + output_padding).
+        h = ConvTranspose(
+            width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
+            kernel_init=_KERNEL_INIT, method=upsample_method, name=f"up_{i}",
+        )(h)
+        h = nn.relu(_instance_norm(norm_affine)(h))
+    h = nn.Conv(channels, (7, 7), padding="VALID", kernel_init=_KERNEL_INIT, name="output")(reflection_pad(h, 3))
+    return jnp.tanh(h)
+
+
 class ResnetGenerator(nn.Module):
     """The CycleGAN generator ``image -> image`` (Johnson et al.'s ResNet).
 
@@ -156,27 +196,10 @@ class ResnetGenerator(nn.Module):
                 f" width multiples of 4, got {x.shape}."
             )
         _validate.check_int(self.n_blocks, "n_blocks", minimum=0)
-        f = self.features
-        h = nn.Conv(f, (7, 7), padding="VALID", use_bias=False, kernel_init=_KERNEL_INIT, name="c7s1")(reflection_pad(x, 3))
-        h = nn.relu(_instance_norm(self.norm_affine)(h))
-        for i, width in enumerate((2 * f, 4 * f)):
-            h = nn.Conv(
-                width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_KERNEL_INIT, name=f"down_{i}",
-            )(h)
-            h = nn.relu(_instance_norm(self.norm_affine)(h))
-        for i in range(self.n_blocks):
-            h = ResnetBlock(self.norm_affine, name=f"res_{i}")(h)
-        for i, width in enumerate((2 * f, f)):
-            # PyTorch's ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1):
-            # pad the dilated input by (k - 1 - padding, k - 1 - padding + output_padding).
-            h = ConvTranspose(
-                width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
-                kernel_init=_KERNEL_INIT, method=self.upsample_method, name=f"up_{i}",
-            )(h)
-            h = nn.relu(_instance_norm(self.norm_affine)(h))
-        h = nn.Conv(self.channels, (7, 7), padding="VALID", kernel_init=_KERNEL_INIT, name="output")(reflection_pad(h, 3))
-        return jnp.tanh(h)
+        h = encoder_layers(x, self.features, self.n_blocks, self.norm_affine)
+        return decoder_layers(
+            h, self.channels, self.features, range(self.n_blocks, self.n_blocks), self.norm_affine, self.upsample_method
+        )
 
 
 class PatchGANDiscriminator(nn.Module):

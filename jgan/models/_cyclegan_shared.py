@@ -55,11 +55,9 @@ from collections.abc import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from jgan import _validate
-from jgan.models._cyclegan import _KERNEL_INIT, ResnetBlock, _instance_norm, reflection_pad
-from jgan.models._upsample import ConvTranspose
+from jgan.models._cyclegan import decoder_layers, encoder_layers
 
 
 class _Encoder(nn.Module):
@@ -71,18 +69,7 @@ class _Encoder(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        f = self.features
-        h = nn.Conv(f, (7, 7), padding="VALID", use_bias=False, kernel_init=_KERNEL_INIT, name="c7s1")(reflection_pad(x, 3))
-        h = nn.relu(_instance_norm(self.norm_affine)(h))
-        for i, width in enumerate((2 * f, 4 * f)):
-            h = nn.Conv(
-                width, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)), use_bias=False,
-                kernel_init=_KERNEL_INIT, name=f"down_{i}",
-            )(h)
-            h = nn.relu(_instance_norm(self.norm_affine)(h))
-        for i in range(self.blocks):
-            h = ResnetBlock(self.norm_affine, name=f"res_{i}")(h)
-        return h
+        return encoder_layers(x, self.features, self.blocks, self.norm_affine)
 
 
 class _Decoder(nn.Module):
@@ -97,18 +84,10 @@ class _Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, h: jax.Array) -> jax.Array:
-        f = self.features
-        for i in range(self.first_block, self.n_blocks):
-            h = ResnetBlock(self.norm_affine, name=f"res_{i}")(h)
-        for i, width in enumerate((2 * f, f)):
-            # PyTorch's ConvTranspose2d(k=3, stride=2, padding=1, output_padding=1), as in ResnetGenerator.
-            h = ConvTranspose(
-                width, (3, 3), strides=(2, 2), padding=((1, 2), (1, 2)), use_bias=False,
-                kernel_init=_KERNEL_INIT, method=self.upsample_method, name=f"up_{i}",
-            )(h)
-            h = nn.relu(_instance_norm(self.norm_affine)(h))
-        h = nn.Conv(self.channels, (7, 7), padding="VALID", kernel_init=_KERNEL_INIT, name="output")(reflection_pad(h, 3))
-        return jnp.tanh(h)
+        return decoder_layers(
+            h, self.channels, self.features, range(self.first_block, self.n_blocks), self.norm_affine,
+            self.upsample_method,
+        )
 
 
 class SharedEncoderTranslator(nn.Module):
