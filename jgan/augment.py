@@ -151,10 +151,7 @@ def adjust_saturation(x: ArrayLike, factor: ArrayLike) -> jax.Array:
     References:
       Zhao et al. 2020, DiffAugment_pytorch.py ``rand_saturation`` (s ~ U[0, 2)).
     """
-    x = _images(x, "adjust_saturation x")
-    factor = _per_image(factor, x.shape[0], "adjust_saturation factor")
-    mean = jnp.mean(x, axis=-1, keepdims=True)
-    return (x - mean) * factor + mean
+    return _scale_about_mean(x, factor, -1, "adjust_saturation")
 
 
 def adjust_contrast(x: ArrayLike, factor: ArrayLike) -> jax.Array:
@@ -170,9 +167,14 @@ def adjust_contrast(x: ArrayLike, factor: ArrayLike) -> jax.Array:
     References:
       Zhao et al. 2020, DiffAugment_pytorch.py ``rand_contrast`` (c ~ U[0.5, 1.5)).
     """
-    x = _images(x, "adjust_contrast x")
-    factor = _per_image(factor, x.shape[0], "adjust_contrast factor")
-    mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    return _scale_about_mean(x, factor, (1, 2, 3), "adjust_contrast")
+
+
+def _scale_about_mean(x: ArrayLike, factor: ArrayLike, axis, name: str) -> jax.Array:
+    """``m + factor · (x − m)`` per image, ``m`` the mean of ``x`` over ``axis`` (saturation, contrast)."""
+    x = _images(x, f"{name} x")
+    factor = _per_image(factor, x.shape[0], f"{name} factor")
+    mean = jnp.mean(x, axis=axis, keepdims=True)
     return (x - mean) * factor + mean
 
 
