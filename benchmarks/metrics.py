@@ -155,14 +155,20 @@ def _bare_iteration_seconds(n, m, repeats, iterations=50):
 def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
     """Same epsilon, same iterations: time, marginal error, cost, and the fraction of the floor.
 
-    Libraries: jgan ``sinkhorn(num_iterations=T)``; OTT-JAX on a
-    ``PointCloud`` (its default: the cost recomputed from the points) and on
-    a precomputed ``Geometry(cost_matrix)``; POT's ``sinkhorn_log`` on a
-    numpy cost matrix in float32 and in float64 (its dtype follows the
-    inputs). ``floor_fraction`` is the exponential-throughput floor
-    (``T`` bare iterations, ``_bare_iteration_seconds``) over the library's
-    time: 1 is as fast as two exponentials per entry per iteration allow.
+    Libraries: jgan ``sinkhorn(num_iterations=T)`` in the log domain
+    (``jgan``) and with ``kernel=KernelDomain()`` (``jgan_kernel``); OTT-JAX
+    on a ``PointCloud`` (its default: the cost recomputed from the points),
+    on a precomputed ``Geometry(cost_matrix)`` and on the ``PointCloud`` in
+    its kernel mode (``lse_mode=False``, ``ott_kernel``); POT's
+    ``sinkhorn_log`` on a numpy cost matrix in float32 and in float64 (its
+    dtype follows the inputs). ``floor_fraction`` is the
+    exponential-throughput floor (``T`` bare log-domain iterations,
+    ``_bare_iteration_seconds``) over the library's time: 1 is as fast as
+    two exponentials per entry per iteration allow (the kernel modes take
+    none per iteration, so they can pass 1).
     """
+    from jgan.metrics import KernelDomain
+
     import ot
 
     rows = []
@@ -177,6 +183,9 @@ def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
             )
             ott_fn = jax.jit(lambda x, y: _ott_solve(x, y, eps, **fixed))
             ott_matrix_fn = jax.jit(lambda c: _ott_solve_matrix(c, eps, **fixed))
+            kernel_fn = jax.jit(lambda x, y: sinkhorn(
+                x, y, epsilon=eps, num_iterations=t, kernel=KernelDomain(), return_plan=True))
+            ott_kernel_fn = jax.jit(lambda x, y: _ott_solve(x, y, eps, lse_mode=False, **fixed))
             xj, yj = jnp.asarray(x), jnp.asarray(y)
             cj = jnp.asarray(ot.dist(x, y))
             results = {
@@ -184,6 +193,10 @@ def sinkhorn_fixed(sizes, dims, iterations, repeats, pot_max_n):
                 "ott": (_median_time(lambda: ott_fn(xj, yj), repeats), ott_fn(xj, yj)[0]),
                 "ott_matrix": (_median_time(lambda: ott_matrix_fn(cj), repeats),
                                ott_matrix_fn(cj)[0]),
+                "jgan_kernel": (_median_time(lambda: kernel_fn(xj, yj), repeats),
+                                kernel_fn(xj, yj).plan),
+                "ott_kernel": (_median_time(lambda: ott_kernel_fn(xj, yj), repeats),
+                               ott_kernel_fn(xj, yj)[0]),
             }
             if n <= pot_max_n:
                 for name, dtype in (("pot_float32", np.float32), ("pot_float64", np.float64)):

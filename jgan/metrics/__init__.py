@@ -30,6 +30,7 @@ from jgan.metrics._neighbours import PrecisionRecall
 from jgan.metrics._neighbours import density_coverage
 from jgan.metrics._neighbours import precision_recall
 from jgan.metrics._sinkhorn import EpsilonScaling
+from jgan.metrics._sinkhorn import KernelDomain
 from jgan.metrics._sinkhorn import Online
 from jgan.metrics._sinkhorn import Overrelaxation
 from jgan.metrics._sinkhorn import SinkhornDivergenceOutput
@@ -59,6 +60,7 @@ __all__ = [
     "inception_score_from_logits",
     "InceptionScore",
     "init_gaussian_statistics",
+    "KernelDomain",
     "KernelInceptionDistance",
     "kid",
     "load_fid_statistics",

@@ -164,6 +164,52 @@ class Online:
         return _ot_costs.block_rows(n, m, jnp.dtype(dtype).itemsize, self.block_bytes)
 
 
+@dataclasses.dataclass(frozen=True)
+class KernelDomain:
+    """Run ``sinkhorn``'s fixed-iteration mode on the kernel, with absorption (Schmitzer).
+
+    The log-domain default takes an exponential per matrix entry at every
+    half-iteration, and that bounds it (see ``sinkhorn``). In the kernel
+    domain the potentials are split as ``f = f_0 + epsilon log u`` (likewise
+    ``g``): the kernel ``K_ij = exp((f_0i + g_0j - C_ij) / epsilon)`` is
+    computed once, and each iteration is two sums against it,
+    ``v = 1 / K^T (a u)``, ``u = 1 / K (b v)``, with no exponential. When a
+    scaling leaves ``[1 / absorb_threshold, absorb_threshold]`` (or is not
+    finite: an underflowed column of ``K``), that iteration is done again in
+    the log domain from the last scalings, the result is absorbed into
+    ``f_0``, ``g_0`` and ``K`` is recomputed. The iterates are the
+    log-domain ones (equal in exact arithmetic; in float64 to round-off),
+    whatever ``epsilon``: a small one only costs more absorptions.
+
+    Not the default, and only for the fixed mode (``num_iterations=T``):
+    it stores the kernel beside the cost (twice the memory; no ``Online``),
+    and its float32 plans are slightly less accurate where ``C / epsilon``
+    spans a wide range (they are products of three rounded factors, not one
+    exponential). Gradients are implicit, at the returned potentials (the
+    convergence mode's: exact when the ``T`` iterations have converged),
+    not those of the ``T`` iterations themselves as in the log domain.
+
+    Attributes:
+      absorb_threshold: the largest scaling kept before absorption, ``> 1``.
+
+    References:
+      Schmitzer, "Stabilized sparse scaling algorithms for entropy
+      regularized transport problems", SIAM J. Sci. Comput. 2019, sec. 3.1
+      (absorption).
+    """
+
+    absorb_threshold: float = 1e3
+
+    def __post_init__(self):
+        threshold = _validate.check_positive(self.absorb_threshold,
+                                             "KernelDomain absorb_threshold")
+        if threshold <= 1:
+            raise ValueError(
+                f"KernelDomain absorb_threshold must be > 1, got {self.absorb_threshold}."
+            )
+        object.__setattr__(self, "absorb_threshold", threshold)
+
+
 # The dense cost matrix largest under online="auto" (bytes).
 AUTO_ONLINE_BYTES = 512 * 2**20
 
@@ -255,7 +301,7 @@ def _check_weights(w: Any, size: int, name: str, points: str) -> None:
 
 
 def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-             num_iterations, epsilon_scaling, overrelaxation, online):
+             num_iterations, epsilon_scaling, overrelaxation, online, kernel=None):
     """Validates the inputs and casts the arrays to one floating dtype.
 
     Returns ``(x, y, a, b, epsilon, threshold, static)``, ``static`` the
@@ -270,6 +316,15 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
                                  "an Overrelaxation or None")
     if not (online is None or online == "auto" or isinstance(online, Online)):
         raise TypeError(f"online must be 'auto', None or an Online, got {online!r}.")
+    if kernel is not None:
+        _validate.check_instance(kernel, "kernel", KernelDomain, "a KernelDomain or None")
+        if num_iterations is None:
+            raise ValueError(
+                "kernel=KernelDomain() runs the fixed-iteration mode only: pass "
+                "num_iterations=T, or drop kernel for the convergence mode.")
+        if isinstance(online, Online):
+            raise ValueError("kernel=KernelDomain() stores the [n, m] kernel, which "
+                             "online=Online(...) never does: use one or the other.")
     static = dict(
         cost=cost,
         online=online,
@@ -280,6 +335,7 @@ def _prepare(x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterati
         ),
         epsilon_scaling=epsilon_scaling,
         overrelaxation=overrelaxation,
+        kernel=kernel,
     )
     _validate.check_positive_scalar(threshold, "threshold")
     x = jnp.asarray(x)
@@ -592,6 +648,51 @@ def _iterate_fixed(c, a, b, epsilon, num_iterations):
     return _fix_gauge(epsilon * f_hat, epsilon * g_hat, a, b)
 
 
+def _iterate_kernel_fixed(c, a, b, epsilon, num_iterations, kernel):
+    """``num_iterations`` Sinkhorn iterations in the kernel domain (see ``KernelDomain``).
+
+    The carry holds the absorbed potentials ``(f_0, g_0)`` over ``epsilon``,
+    the kernel ``K = exp(f_0 + g_0 - c / epsilon)`` and the scalings
+    ``(u, v)``; the potentials are ``f_0 + log u``, ``g_0 + log v``. An
+    iteration whose scalings leave the band is redone in the log domain
+    (a 0- or 1-trip ``while_loop``, as ``shifted_logsumexp``'s fallback:
+    under ``vmap`` it runs only when some problem needs it).
+    """
+    c_hat = c.divided(epsilon)
+    log_a, log_b = _safe_log(a), _safe_log(b)
+    log_band = math.log(kernel.absorb_threshold)
+
+    def kernel_of(f_hat, g_hat):
+        return jnp.exp(f_hat[:, None] + g_hat[None, :] - c_hat.c)
+
+    def log_step(f_hat, g_hat):
+        """One log-domain iteration from the potentials, absorbed."""
+        g_hat = _g_update(f_hat, g_hat, c_hat, log_a)
+        f_hat = _f_update(f_hat, g_hat, c_hat, log_b)
+        ones = (jnp.ones_like(f_hat), jnp.ones_like(g_hat))
+        return f_hat, g_hat, kernel_of(f_hat, g_hat), *ones
+
+    def step(carry, _):
+        f_hat, g_hat, k, u, v = carry
+        v_new = 1 / jnp.sum(k * (a * u)[:, None], axis=0)
+        u_new = 1 / jnp.sum(k * (b * v_new)[None, :], axis=1)
+        outside = jnp.maximum(jnp.max(jnp.abs(jnp.log(u_new))), jnp.max(jnp.abs(jnp.log(v_new))))
+        redo = ~(outside <= log_band)  # NaN (0 / 0, inf) included
+
+        def again(state):
+            return (*log_step(f_hat + jnp.log(u), g_hat + jnp.log(v)), jnp.zeros_like(redo))
+
+        *carry, _ = lax.while_loop(lambda state: state[-1], again,
+                                   (f_hat, g_hat, k, u_new, v_new, redo))
+        return tuple(carry), None
+
+    f_hat, g_hat = _initial_potentials(a, b, c.dtype)
+    ones = (jnp.ones_like(f_hat), jnp.ones_like(g_hat))
+    init = (f_hat, g_hat, kernel_of(f_hat, g_hat), *ones)
+    (f_hat, g_hat, _, u, v), _ = lax.scan(step, init, None, length=num_iterations)
+    return _fix_gauge(epsilon * (f_hat + jnp.log(u)), epsilon * (g_hat + jnp.log(v)), a, b)
+
+
 def _symmetric_step(f_hat, c_hat, log_a):
     """``(f + T(f)) / 2`` (over ``epsilon``): one symmetric Sinkhorn update.
 
@@ -682,6 +783,15 @@ def _solve_implicit_fwd(max_iterations, inner_iterations, scaling, relaxation, c
 
 def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, res,
                         out_bar):
+    return _implicit_vjp(res, out_bar, max(max_iterations, 100))
+
+
+def _implicit_vjp(res, out_bar, maxiter):
+    """The cotangents of ``(c, a, b, epsilon, threshold)`` of the potentials ``(f, g)``.
+
+    ``res = (f, g, c, a, b, epsilon, threshold)``, ``out_bar`` starts with
+    the cotangents of ``f`` and ``g``; ``maxiter`` bounds the solve.
+    """
     # Implicit function theorem at the root of _optimality:
     #   theta_bar = -(dE/dtheta)^T lam,   J lam = (f_bar, g_bar),
     # J = (H + v v^T) / eps. J is solved by conjugate gradients after a
@@ -708,7 +818,6 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, r
 
     rhs = (epsilon * inv_sqrt_row * f_bar, epsilon * inv_sqrt_col * g_bar)
     tol = 1e-12 if c.dtype == jnp.float64 else 1e-6
-    maxiter = max(max_iterations, 100)
     y, _ = jax.scipy.sparse.linalg.cg(matvec, rhs, tol=tol, maxiter=maxiter)
     lam = (inv_sqrt_row * y[0], inv_sqrt_col * y[1])
     _, vjp = jax.vjp(lambda c, a, b, eps: _optimality(f, g, c, a, b, eps), c, a, b, epsilon)
@@ -718,6 +827,23 @@ def _solve_implicit_bwd(max_iterations, inner_iterations, scaling, relaxation, r
 
 
 _solve_implicit.defvjp(_solve_implicit_fwd, _solve_implicit_bwd)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _solve_kernel(num_iterations, kernel, c, a, b, epsilon, threshold):
+    return _iterate_kernel_fixed(c, a, b, epsilon, num_iterations, kernel)
+
+
+def _solve_kernel_fwd(num_iterations, kernel, c, a, b, epsilon, threshold):
+    f, g = _solve_kernel(num_iterations, kernel, c, a, b, epsilon, threshold)
+    return (f, g), (f, g, c, a, b, epsilon, threshold)
+
+
+def _solve_kernel_bwd(num_iterations, kernel, res, out_bar):
+    return _implicit_vjp(res, out_bar, max(num_iterations, 100))
+
+
+_solve_kernel.defvjp(_solve_kernel_fwd, _solve_kernel_bwd)
 
 
 def _symmetric_optimality(f, c, a, epsilon):
@@ -786,17 +912,26 @@ _solve_symmetric_implicit.defvjp(_solve_symmetric_implicit_fwd,
         "epsilon_scaling",
         "overrelaxation",
         "online",
+        "kernel",
         "return_plan",
     ),
 )
 def _sinkhorn(
     x, y, a, b, epsilon, threshold, *, cost, max_iterations, inner_iterations,
-    num_iterations, epsilon_scaling, overrelaxation, online, return_plan,
+    num_iterations, epsilon_scaling, overrelaxation, online, kernel, return_plan,
 ):
     """``sinkhorn`` on validated inputs of one dtype."""
     block = _block(online, x.shape[0], y.shape[0], x.dtype)
+    if kernel is not None and block is not None:
+        raise ValueError(
+            f"kernel=KernelDomain() stores the [{x.shape[0]}, {y.shape[0]}] kernel beside the "
+            f"cost, above online='auto''s {AUTO_ONLINE_BYTES // 2**20} MiB budget per matrix: "
+            "pass online=None to store both anyway, or drop kernel.")
     c, u, v = _ground_cost(x, y, a, b, cost, block)
-    if num_iterations is None:
+    if kernel is not None:
+        f, g = _solve_kernel(num_iterations, kernel, c, a, b, epsilon, threshold)
+        iterations = jnp.int32(num_iterations)
+    elif num_iterations is None:
         f, g, iterations = _solve_implicit(
             max_iterations, inner_iterations, epsilon_scaling, overrelaxation, c, a, b,
             epsilon, threshold,
@@ -940,6 +1075,7 @@ def sinkhorn(
     epsilon_scaling: Optional[EpsilonScaling] = None,
     overrelaxation: Optional[Overrelaxation] = Overrelaxation(),
     online: Optional[Online] | str = "auto",
+    kernel: Optional[KernelDomain] = None,
     return_plan: bool = False,
 ) -> SinkhornOutput:
     """Entropic optimal transport between two point clouds (Sinkhorn).
@@ -1009,7 +1145,8 @@ def sinkhorn(
       ``vmap``s over batches of problems without waiting for the slowest.
       Gradients differentiate the ``T`` iterations themselves (unrolled
       reverse mode, storing O(T (n + m))). ``threshold`` only sets
-      ``converged``; ``max_iterations`` is unused.
+      ``converged``; ``max_iterations`` is unused. ``kernel=KernelDomain()``
+      runs the same iterates on the kernel instead (see ``KernelDomain``).
 
     Not converged: ``converged`` is False whenever the returned plan's
     marginal error exceeds ``threshold`` or a result is not finite, and an
@@ -1060,6 +1197,10 @@ def sinkhorn(
         takes at most ``AUTO_ONLINE_BYTES``, 512 MiB, else ``Online()``),
         None (always stored) or an ``Online`` (never stored: recomputed in
         blocks of rows at every pass, linear memory; see ``Online``).
+      kernel: a ``KernelDomain`` to run the fixed mode on the kernel
+        ``exp(-C / epsilon)`` with absorption (no exponential per entry and
+        iteration; the same iterates; implicit gradients), or None (the
+        default: the log domain). Fixed mode only; not with ``Online``.
       return_plan: also return the ``[n, m]`` plan (not with ``Online``).
 
     Returns:
@@ -1087,7 +1228,7 @@ def sinkhorn(
     """
     x, y, a, b, epsilon, threshold, static = _prepare(
         x, y, a, b, epsilon, cost, threshold, max_iterations, inner_iterations,
-        num_iterations, epsilon_scaling, overrelaxation, online,
+        num_iterations, epsilon_scaling, overrelaxation, online, kernel,
     )
     return_plan = _validate.check_bool(return_plan, "return_plan")
     if return_plan and isinstance(online, Online):
@@ -1195,7 +1336,7 @@ def sinkhorn_divergence(
         num_iterations, epsilon_scaling, overrelaxation, online,
     )
     symmetric = {k: v for k, v in static.items()
-                 if k not in ("epsilon_scaling", "overrelaxation")}
+                 if k not in ("epsilon_scaling", "overrelaxation", "kernel")}
     xx = _self_transport(x, a, epsilon, threshold, **symmetric)
     if same:
         xy = yy = xx
