@@ -35,7 +35,8 @@ def test_sinkhorn_sections_short_run(tmp_path):
         "--online-dims", "2", "--online-iterations", "3", "--out", str(tmp_path),
     ])
     fixed = {row["library"]: row for row in results["sinkhorn_fixed"]}
-    assert set(fixed) == {"jgan", "ott", "ott_matrix", "pot_float32", "pot_float64"}
+    assert set(fixed) == {"jgan", "ott", "ott_matrix", "jgan_kernel", "ott_kernel",
+                          "pot_float32", "pot_float64"}
     # 200 iterations: every library's plan is the entropic optimum's
     # (jgan starts from the centred cost's scalings, so early iterates differ).
     for row in fixed.values():

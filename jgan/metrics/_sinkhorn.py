@@ -1123,9 +1123,10 @@ def sinkhorn(
       and ``max_iterations``); with neither (``overrelaxation=None``) the
       iterates are the fixed mode's. Measured (float32, threshold 1e-3):
       between two 2,500-point samples of ``jgan.data.ring`` at
-      ``epsilon = 0.05`` plain Sinkhorn takes 6,700 iterations (30 s on 2
-      CPU cores), epsilon-scaling alone 4,230, over-relaxation 810 (3 s) and
-      both 560 (2 s).
+      ``epsilon = 0.05`` plain Sinkhorn takes 6,700 iterations (28 s on 2
+      idle CPU cores), epsilon-scaling alone 4,230, over-relaxation 750
+      (3.2 s) and both 560 (2.6 s); OTT-JAX's defaults stop after 6,490
+      (52 s) (``benchmarks/metrics.py``'s ``sinkhorn_scaling``).
       Epsilon-scaling is not the default: on problems that converge in
       10-100 plain iterations it adds 30-150 (each scale costs at least
       ``inner_iterations``), and on (near-)identical clouds it can slow the
