@@ -103,7 +103,7 @@ def test_auto_goes_online_above_the_budget(monkeypatch):
     n, m = x.shape[0], y.shape[0]
     assert _sinkhorn._block("auto", n, m, jnp.float32) is None
     monkeypatch.setattr(_sinkhorn, "AUTO_ONLINE_BYTES", n * m * 4 - 1)
-    assert _sinkhorn._block("auto", n, m, jnp.float32) == n  # Online(): one 64 MiB block
+    assert _sinkhorn._block("auto", n, m, jnp.float32) == n  # Online(): one 4 MiB block holds every row
     with pytest.raises(ValueError, match="online"):  # the plan is refused once online
         sinkhorn(x, y, epsilon=0.1, return_plan=True)
     want = sinkhorn(x, y, epsilon=0.1, online=None)
