@@ -79,15 +79,17 @@ SECTIONS = ("sinkhorn_fixed", "sinkhorn_converged", "sinkhorn_scaling", "sinkhor
             "kernel_bound", "frechet", "mmd_fid_accuracy", "sinkhorn_accuracy")
 
 
+def _timed(fn):
+    """``(seconds, fn())`` of one call, ``jax.block_until_ready`` included."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, out
+
+
 def _median_time(fn, repeats):
     """Median wall seconds of ``fn()`` after one warm-up call."""
     jax.block_until_ready(fn())
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(_timed(fn)[0] for _ in range(repeats))
 
 
 def _problem(n, d, seed=0):
@@ -319,13 +321,6 @@ def _geomloss_plan(x, y, epsilon, scaling):
         return np.exp((f[:, None] + g[None, :] - c) / blur**2) / (n * m)
 
     return run, plan_of
-
-
-def _timed(fn):
-    """``(seconds, fn())`` of one call, ``jax.block_until_ready`` included."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - start, out
 
 
 def sinkhorn_scaling(ring_size, gauss_sizes, target, repeats, pot_max_n, pot_max_iterations=10_000):

@@ -152,7 +152,11 @@ class Online:
     Attributes:
       block_bytes: the memory of one block of rows of the cost, ``> 0``
         (at least one row). The default, 4 MiB, keeps a block in cache:
-        measured on 2 CPU cores, one iteration plus the final pass at
+        measured on 2 idle CPU cores (a one-off sweep of
+        ``jax.jit(lambda x, y: sinkhorn(x, y, epsilon=0.1 * d,
+        num_iterations=T, online=Online(block_bytes=B)))``, compiled ahead,
+        one timed call, on ``benchmarks/metrics.py``'s Gaussian clouds), one
+        iteration plus the final pass at
         n = m = 50,000, d = 2 took 24.8 s with 4 MiB blocks, 28.1 s with
         8 MiB, 25.7 s with 1 MiB and 49.7 s with 64 MiB (the previous
         default); two iterations at n = m = 20,000, d = 64: 5.3 s with
